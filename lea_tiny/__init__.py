@@ -1,0 +1,42 @@
+"""lea_tiny: a small, readable LEA-Net (Katafuchi & Tokunaga, arXiv 2109.05493).
+
+Each concept lives in one module: ``ciede`` (colour science), ``data``, ``colorize``
+(the U-Net and the colour anomaly map), ``attention``, ``caan``, ``adn`` and ``train``.
+This file holds the two helpers every tutorial starts with: pick a device, seed everything.
+"""
+
+import os
+import random
+
+import numpy as np
+import torch
+
+__version__ = "0.1.0"
+
+
+def get_device(device=None):
+    """The device to compute on: the one asked for, else CUDA when present, else the CPU.
+
+    Pick it once and pass it around; every function in lea_tiny takes ``device=``.
+    """
+    if device is not None:
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} was asked for but CUDA is not available here")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed=0):
+    """Seed Python, NumPy and torch (CPU and CUDA) so the same seed gives the same numbers on CPU.
+
+    GPU kernels can still be non-deterministic; results there agree to within noise.
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    return seed
