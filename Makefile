@@ -1,0 +1,28 @@
+# Two entry points, each doing its own set-up: `make demo` and `make test`.
+# The virtual environment is created on first use and refreshed when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch is the default; on a GPU machine install the CUDA build into .venv
+# first (see README.md) and `make` keeps it, since a torch that imports is never replaced.
+TORCH ?= torch==2.13.0
+
+.PHONY: demo test clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/python -m lea_tiny demo
+
+test: $(VENV)/.installed
+	MPLBACKEND=Agg $(BIN)/python -m pytest --durations=15
+
+clean:
+	rm -rf $(VENV) lea_tiny_out *.egg-info
