@@ -18,20 +18,23 @@ Departures from the paper, and why:
 - The paper's data (DR2, PlantVillage Potato, MVTec AD) must be downloaded; a tutorial must run
   anywhere in seconds. So ``make_dataset`` builds stand-ins. "retina" cuts patches from
   ``skimage.data.retina()``, one real photograph of a healthy fundus, and paints lesions in the
-  colours of diabetic retinopathy onto some of them: dark-red blot haemorrhages, clusters of yellow
-  hard exudates, pale cotton-wool spots. "leaves" draws leaves like PlantVillage's healthy potato
+  colours of diabetic retinopathy onto some of them: dark-crimson blot haemorrhages, clusters of
+  yellow hard exudates, pale cotton-wool spots. "leaves" draws leaves like PlantVillage's healthy potato
   leaves and paints early-blight target spots and late-blight patches onto some of them.
 - The lesions are *colour* anomalies by construction: they are blended in L*a*b*, where they move
   a* and b* fully towards the lesion's colour but L* only part of the way, so the texture of the
-  lightness (vessels, veins) survives. A colouriser that predicts a*b* from L* (LEA-Net's step a)
-  cannot see them in L* and must fail to colour them. Real lesions change lightness more.
+  lightness (vessels, veins) mostly survives and the colour changes more than the lightness
+  (tutorial 02 measures both). A colouriser that predicts a*b* from L* (LEA-Net's step a) then
+  predicts the usual colours there and misses. Real lesions change the lightness more.
 - All retina patches come from one eye, so they overlap and share its colour: easier than DR2,
   where every image is a different eye under different illumination.
 - We know where we painted, so the embedded data sets come with exact pixel masks; DR2 and
   PlantVillage have none (MVTec AD has them; ``load_folder`` reads them).
 """
 
+import collections
 import functools
+import numbers
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +53,7 @@ PAPER_TABLE_2 = {  # name: (anomalous "Positive", normal "Negative") images, Tab
     "Wood (MVTec)": (60, 266),
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+CONVERSIONS = {"RGBA": "composited on white", "greyscale": "copied to 3 channels"}  # what load_folder does to RGB
 MIN_IMAGE_SIZE = 16
 
 
@@ -233,7 +237,11 @@ def _blend_lab(lab, alpha, target, lightness_weight):
 
 
 def _difficulty_scales(difficulty):
-    """(size scale, contrast) of the lesions: big and strong at difficulty 0, tiny and faint at 1."""
+    """(size scale, contrast) of the lesions: big and strong at difficulty 0, tiny and faint at 1.
+
+    Sizes are multiplied by 1.8 at difficulty 0, 0.9 at 0.5 and 0.45 at 1 (a factor 4 over the
+    range); the colour shift is applied in full at 0 and a quarter of it at 1.
+    """
     return 1.8 * 0.25 ** difficulty, 1.0 - 0.75 * difficulty
 
 
@@ -259,7 +267,7 @@ def _paint(rgb, lesions, contrast):
 
 RETINA_PATCH = (280, 420)   # side of a patch in the 1411 px photograph: vessels stay visible at 64 px
 RETINA_STRIDE = 8           # patch corners are drawn from a grid of this spacing (pixels of the photograph)
-HAEMORRHAGE_LAB = (30.0, 55.0, 33.0)   # dark red, less orange than the fundus (about 54, 52, 42)
+HAEMORRHAGE_LAB = (28.0, 60.0, 28.0)   # dark crimson: redder, less orange than the fundus (about 54, 52, 42)
 EXUDATE_LAB = (85.0, 2.0, 72.0)        # bright waxy yellow
 COTTON_WOOL_LAB = (85.0, 8.0, 18.0)    # pale greyish white
 
@@ -316,7 +324,7 @@ def _retina_patch(rng, size):
 def _retina_lesions(rng, size, size_scale):
     """The lesions of one anomalous fundus patch, as (shape alpha, strength, target L*a*b*, lightness weight).
 
-    Blot haemorrhages (dark-red blotches, each a blob with ragged satellites), a cluster of small
+    Blot haemorrhages (dark-crimson blotches, each a blob with ragged satellites), a cluster of small
     yellow hard exudates, and soft pale cotton-wool spots; every image gets at least one kind.
     """
     x, y = _grid(size)
@@ -334,7 +342,7 @@ def _retina_lesions(rng, size, size_scale):
                 satellite = max(rng.uniform(0.3, 0.6) * radius, pixel)
                 shape = np.maximum(shape, _blob(rng, x, y, centre + offset, satellite, 0.3 * satellite + pixel))
             mottling = 0.85 + 0.15 * np.tanh(_smooth_noise(rng, size, 12))
-            lesions.append((shape, mottling, np.array(HAEMORRHAGE_LAB) + rng.normal(0, (3, 4, 4)), 0.6))
+            lesions.append((shape, mottling, np.array(HAEMORRHAGE_LAB) + rng.normal(0, (3, 4, 4)), 0.45))
     if kinds[1]:
         centre, spread = rng.uniform(-0.6, 0.6, 2), rng.uniform(0.08, 0.2)
         shape = np.zeros((size, size), np.float32)
@@ -429,9 +437,10 @@ def _leaf(rng, size):
     # Background: light neutral grey with a gradient, darkened by the leaf's soft shadow.
     grey = rng.uniform(0.55, 0.8) * (1 + rng.uniform(-0.03, 0.03, 3))
     gradient = 1 + 0.08 * (rng.uniform(-1, 1) * x + rng.uniform(-1, 1) * y)
-    shift = np.round(rng.uniform(0.02, 0.05, 2) * size / 2).astype(int)
-    shadow = np.roll(leaf, tuple(shift), axis=(0, 1))
-    shadow = _resize(_resize(shadow[..., None], max(size // 8, 4)), size)[..., 0]
+    down, right = np.round(rng.uniform(0.02, 0.05, 2) * size / 2).astype(int)  # light from the upper left
+    shadow = np.zeros_like(leaf)
+    shadow[down:, right:] = leaf[:size - down, :size - right]
+    shadow = _resize(_resize(shadow[..., None], max(size // 8, 4)), size)[..., 0]  # blurred
     background = grey * (gradient * (1 - 0.35 * shadow))[..., None]
     rgb = background + leaf[..., None] * (leaf_rgb - background)
     return np.clip(rgb, 0, 1).astype(np.float32), leaf, shape
@@ -504,8 +513,9 @@ def make_dataset(name, n_normal=90, n_anomalous=30, image_size=256, seed=0, diff
     lesions are drawn in continuous coordinates; so the same seed gives the same scenes at every
     image size, and the same base image and lesion layout at every difficulty (only lesion size
     and contrast change). The classes are interleaved by a seeded permutation.
-    Masks are True where a lesion's (shape) alpha exceeds 0.5; every lesion is at least one pixel
-    in radius, so every anomalous image has anomalous pixels.
+    Masks are True where a lesion's shape alpha exceeds 0.5. Every lesion is at least a pixel in
+    radius and the pixel where the lesions are strongest is always marked, so every anomalous
+    image has anomalous pixels. The first call loads the photograph for "retina" (then cached).
     """
     if name not in EMBEDDED_DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose one of {EMBEDDED_DATASETS}, "
@@ -515,7 +525,7 @@ def make_dataset(name, n_normal=90, n_anomalous=30, image_size=256, seed=0, diff
         raise ValueError("n_normal + n_anomalous must be at least 1, got 0 images")
     image_size = _check_int(image_size, "image_size", MIN_IMAGE_SIZE)
     seed = _check_int(seed, "seed", 0)
-    if isinstance(difficulty, bool) or not isinstance(difficulty, (int, float)) or not 0 <= difficulty <= 1:
+    if isinstance(difficulty, bool) or not isinstance(difficulty, numbers.Real) or not 0 <= difficulty <= 1:
         raise ValueError(f"difficulty must be a number in [0, 1], got {difficulty!r}")
 
     labels = np.repeat([0, 1], [n_normal, n_anomalous])
@@ -546,7 +556,7 @@ def _subfolders(folder):
 
 
 def _read(path):
-    """An image file as float RGB (h, w, 3) in [0, 1], and what was converted ("rgba", "grey" or None)."""
+    """An image file as float RGB (h, w, 3) in [0, 1], and its conversion (a key of CONVERSIONS, or None)."""
     try:
         with warnings.catch_warnings():  # imageio's search for a plugin that can read a broken file is noisy
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -558,14 +568,14 @@ def _read(path):
         raise ValueError(f"cannot read image file {path}: unsupported array of shape {image.shape}, "
                          f"dtype {image.dtype}")
     image = image.astype(np.float32) / (np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1)
-    converted = None
+    conversion = None
     if image.ndim == 3 and image.shape[2] == 4:
-        image, converted = color.rgba2rgb(image).astype(np.float32), "rgba"  # composited on white
+        image, conversion = color.rgba2rgb(image).astype(np.float32), "RGBA"  # composited on white
     elif image.ndim == 3 and image.shape[2] == 2:  # grey + alpha: the alpha is dropped
         image = image[..., 0]
     if image.ndim == 2:
-        image, converted = np.repeat(image[..., None], 3, axis=2), "grey"
-    return np.clip(image, 0, 1), converted
+        image, conversion = np.repeat(image[..., None], 3, axis=2), "greyscale"
+    return np.clip(image, 0, 1), conversion
 
 
 def _read_mask(path, size):
@@ -648,16 +658,14 @@ def load_folder(root, image_size=256, normal_classes=None):
                          f"LEA-Net needs both classes")
 
     paths = normal + [path for path, _ in anomalous]
-    images, conversions = [], {"rgba": 0, "grey": 0}
+    images, conversions = [], collections.Counter()
     for path in paths:
-        image, converted = _read(path)
+        image, conversion = _read(path)
         images.append(_resize(image, image_size))
-        if converted:
-            conversions[converted] += 1
-    if any(conversions.values()):
-        warnings.warn(f"load_folder converted {conversions['rgba']} RGBA image(s) (composited on white) and "
-                      f"{conversions['grey']} greyscale image(s) (copied to 3 channels) to RGB in {root}",
-                      stacklevel=2)
+        conversions[conversion] += 1
+    said = [f"{conversions[kind]} {kind} image(s) ({how})" for kind, how in CONVERSIONS.items() if conversions[kind]]
+    if said:
+        warnings.warn(f"load_folder converted {' and '.join(said)} to RGB in {root}", stacklevel=2)
 
     masks = None
     if layout == "MVTec AD":

@@ -232,7 +232,8 @@ def test_rgba_and_grey_files_become_rgb_with_one_warning(tmp_path):
     rgba = np.zeros((20, 20, 4), np.uint8)  # fully transparent: composited on white
     _write(tmp_path / "good" / "rgba.png", rgba)
     _write(tmp_path / "cut" / "grey.png", np.full((20, 20), 128, np.uint8))
-    with pytest.warns(UserWarning, match=r"converted 1 RGBA image\(s\) .* and 1 greyscale image\(s\)") as caught:
+    message = r"converted 1 RGBA image\(s\) \(composited on white\) and 1 greyscale image\(s\) \(copied to 3"
+    with pytest.warns(UserWarning, match=message) as caught:
         ds = load_folder(tmp_path, image_size=16)
     assert len(caught) == 1
     torch.testing.assert_close(ds.images[1], torch.ones(3, 16, 16))
