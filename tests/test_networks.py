@@ -1,0 +1,68 @@
+"""The CAAN and ADN architectures: sizes at the five attention points, and Table 3's parameter counts."""
+
+import pytest
+import torch
+
+from lea_tiny.adn import ADN_NAMES, make_adn
+from lea_tiny.caan import CAAN_NAMES, make_caan
+
+
+def millions(model):
+    return sum(p.numel() for p in model.parameters()) / 1e6
+
+
+# Table 3 of the paper (ResNet-based CAAN: 16.1M - 11.2M), basic CNN from Table 7.
+PAPER_PARAMETERS = {"resnet18": 11.2, "resnet50": 23.6, "vgg16": 165.7, "vgg19": 171.0, "cnn": 4.0}
+
+
+@pytest.mark.parametrize("name", ADN_NAMES)
+def test_adn_parameter_counts_match_table_3_within_one_percent(name):
+    with torch.device("meta"):  # counts parameters without allocating VGG's 165M
+        model = make_adn(name, image_size=256)
+    assert millions(model) == pytest.approx(PAPER_PARAMETERS[name], rel=0.01)
+
+
+def test_resnet_caan_adds_table_3s_4_9m():
+    with torch.device("meta"):
+        assert millions(make_caan("resnet")) == pytest.approx(16.1 - 11.2, rel=0.01)
+
+
+def test_mobilenet_caan_is_mobilenet_v3_small_sized():
+    with torch.device("meta"):
+        assert millions(make_caan("mobilenet")) == pytest.approx(1.67, abs=0.01)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vgg16", "cnn"])
+def test_adn_points_halve_the_image_five_times(name):
+    model = make_adn(name, image_size=64).eval()
+    logit, points = model(torch.rand(2, 3, 64, 64))
+    assert logit.shape == (2,)
+    assert [p.shape[-1] for p in points] == [32, 16, 8, 4, 2]
+
+
+@pytest.mark.parametrize("name", CAAN_NAMES)
+def test_caan_points_match_the_adn_point_for_point(name):
+    caan_logit, caan_points = make_caan(name, image_size=64).eval()(torch.rand(2, 1, 64, 64))
+    _, adn_points = make_adn("resnet18", image_size=64).eval()(torch.rand(2, 3, 64, 64))
+    assert caan_logit.shape == (2,)
+    assert [p.shape[-2:] for p in caan_points] == [p.shape[-2:] for p in adn_points]
+
+
+def test_adn_takes_any_channel_count():
+    logit, _ = make_adn("cnn", in_channels=4, image_size=32)(torch.rand(2, 4, 32, 32))
+    assert logit.shape == (2,)
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: make_adn("alexnet"), "unknown ADN"),
+        (lambda: make_adn("cnn", in_channels=0), "in_channels"),
+        (lambda: make_adn("cnn", image_size=48), "multiple of 32"),
+        (lambda: make_caan("vit"), "unknown CAAN"),
+        (lambda: make_caan("resnet", image_size=8), "multiple of 32"),
+    ],
+)
+def test_builders_name_the_problem(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
