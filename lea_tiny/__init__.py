@@ -40,3 +40,7 @@ def seed_everything(seed=0):
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
     return seed
+
+
+# The one factory a learner needs first; it imports the networks, so it comes after the helpers above.
+from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS, make_model  # noqa: E402
