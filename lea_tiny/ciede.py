@@ -22,19 +22,22 @@ Departures, and why:
   before taking CIEDE2000, so its map is not the colour difference the paper describes. Here
   ``ciede2000`` receives true L*a*b*.
 * The textbook CIEDE2000 works with hue *angles* h' and branches on whether two hues are more than
-  180 degrees apart. Exactly at 180 degrees (Sharma's pair 14) a float32 rounding error flips that
-  branch and moves the mean hue by 180 degrees, giving a wrong answer. We compute the same formula
+  180 degrees apart. Exactly at 180 degrees (Sharma's pair 14) the branch then hangs on the sign of a
+  rounding error, which in float32 can go either way; the wrong way moves the mean hue by 180
+  degrees and gives a wrong answer (tutorial 01 shows one). We compute the same formula
   from hue *directions* (unit vectors in the a'b' plane) instead: the branch becomes the sign of a
   cross product, which is exact for the tie, and the trigonometry of the hue terms reduces to one
   atan2, one exp and one sin per pixel, which is also what makes it fast. Tutorial 01 derives the
-  textbook angle form term by term and checks it against this one.
+  textbook angle form term by term and checks it against this one. (scikit-image's angle form gets
+  some exact ties wrong even in float64; tests/test_ciede.py has four.)
 * Without autograd, the computation runs through ``torch.compile`` (one fused kernel) when the input
   is large enough to repay the compilation; ``COMPILE = False`` switches that off. Both paths give
-  the same numbers; if compilation fails (no C compiler, unsupported platform) we warn once and
-  stay eager.
+  the same numbers up to float rounding; if compilation fails (no C compiler, unsupported platform)
+  we warn once and stay eager.
 """
 
 import math
+import numbers
 import warnings
 
 import torch
@@ -75,7 +78,9 @@ def _check_image(tensor, name):
             f"convert 8-bit images with .float() / 255"
         )
     if tensor.dim() < 3 or tensor.shape[-3] != 3:
-        raise ValueError(f"{name} must be shaped (..., 3, H, W) with 3 channels at dim -3, got shape {tuple(tensor.shape)}")
+        raise ValueError(
+            f"{name} must be shaped (..., 3, H, W) with 3 channels at dim -3, got shape {tuple(tensor.shape)}"
+        )
     if tensor.dtype in (torch.float16, torch.bfloat16):
         # Half precision has 3 significant digits: not enough for L* or for CIEDE2000.
         return tensor.float()
@@ -88,22 +93,38 @@ def _mix(matrix, planes):
 
 
 def _power(x, exponent):
-    """x ** exponent for x > 0, as exp(exponent * log x): equal to float rounding, and on the CPU
-    about twice as fast as torch.pow with a fractional exponent."""
-    return torch.exp(exponent * torch.log(x))
+    """x ** exponent for x > 0, as 2 ** (exponent * log2 x): equal to float rounding, and on the CPU
+    up to twice as fast as torch.pow with a fractional exponent."""
+    return torch.exp2(exponent * torch.log2(x))
+
+
+# Each step works on one colour plane at a time, so that compiled it stays one loop over pixels.
+# The clamps keep the branch that torch.where discards finite, so autograd never meets 0 * nan.
+
+
+def _srgb_decode(c):
+    """sRGB value -> linear light (IEC 61966-2-1): a line near black, a 2.4 power above."""
+    return torch.where(c > 0.04045, _power((c.clamp(min=0.04045) + 0.055) / 1.055, 2.4), c / 12.92)
+
+
+def _srgb_encode(c):
+    """Linear light -> sRGB value, the inverse of ``_srgb_decode``."""
+    return torch.where(c > 0.0031308, 1.055 * _power(c.clamp(min=0.0031308), 1 / 2.4) - 0.055, 12.92 * c)
+
+
+def _lab_f(t):
+    """CIE's f: the cube root that makes L*a*b* perceptual, with a line near 0."""
+    return torch.where(t > _LAB_EPSILON, _power(t.clamp(min=_LAB_EPSILON), 1 / 3), _LAB_SLOPE * t + _LAB_OFFSET)
+
+
+def _lab_f_inverse(f):
+    return torch.where(f > _LAB_F_EPSILON, f**3, (f - _LAB_OFFSET) / _LAB_SLOPE)
 
 
 def _rgb_to_lab_planes(rgb):
     """rgb: (B, 3, P) -> lab: (B, 3, P); the body of ``rgb_to_lab``."""
-    # sRGB decoding. The clamp keeps the unused branch finite, so autograd never meets 0 * nan.
-    power = _power((rgb.clamp(min=0.04045) + 0.055) / 1.055, 2.4)
-    linear = torch.where(rgb > 0.04045, power, rgb / 12.92)
-    xyz = _mix(XYZ_FROM_RGB, linear.unbind(1))
-    f = []
-    for value, white in zip(xyz, D65_WHITE):
-        t = value / white
-        f.append(torch.where(t > _LAB_EPSILON, _power(t.clamp(min=_LAB_EPSILON), 1 / 3), _LAB_SLOPE * t + _LAB_OFFSET))
-    fx, fy, fz = f
+    xyz = _mix(XYZ_FROM_RGB, [_srgb_decode(c) for c in rgb.unbind(1)])
+    fx, fy, fz = (_lab_f(value / white) for value, white in zip(xyz, D65_WHITE))
     return torch.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=1)
 
 
@@ -113,13 +134,8 @@ def _lab_to_rgb_planes(lab):
     fy = (L + 16.0) / 116.0
     # skimage sets a negative f(Z) to 0 (a b* too large for that L*); we do the same.
     f = (a / 500.0 + fy, fy, (fy - b / 200.0).clamp(min=0.0))
-    xyz = [
-        white * torch.where(v > _LAB_F_EPSILON, v**3, (v - _LAB_OFFSET) / _LAB_SLOPE) for v, white in zip(f, D65_WHITE)
-    ]
-    linear = torch.stack(_mix(RGB_FROM_XYZ, xyz), dim=1)
-    power = 1.055 * _power(linear.clamp(min=0.0031308), 1 / 2.4) - 0.055
-    rgb = torch.where(linear > 0.0031308, power, 12.92 * linear)
-    return rgb.clamp(0.0, 1.0)
+    xyz = [white * _lab_f_inverse(value) for value, white in zip(f, D65_WHITE)]
+    return torch.stack([_srgb_encode(c).clamp(0.0, 1.0) for c in _mix(RGB_FROM_XYZ, xyz)], dim=1)
 
 
 def rgb_to_lab(rgb):
@@ -206,17 +222,20 @@ def _check_pair(lab1, lab2):
 def delta_e76(lab1, lab2):
     """CIE 1976 colour difference: the Euclidean distance in L*a*b*. (..., 3, H, W) x2 -> (..., H, W).
 
-    Simple, but it over-weights differences in saturated colours and under-weights them in near
-    greys and blues, which is what CIEDE2000 corrects.
+    Simple, but it over-weights differences between saturated colours and under-weights them near
+    grey; CIEDE2000 corrects that, and more (tutorial 01).
     """
     lab1, lab2 = _check_pair(lab1, lab2)
     return _sqrt0(((lab1 - lab2) ** 2).sum(dim=-3))
 
 
 def _sqrt0(x):
-    """sqrt that is 0 with gradient 0 where x <= 0 (plain sqrt has an infinite gradient at 0)."""
-    positive = x > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, x, 1.0)), 0.0)
+    """sqrt that is 0 with gradient 0 where x <= 0 (plain sqrt has an infinite gradient at 0).
+
+    Written with ``x <= 0`` rather than ``x > 0`` so that a NaN stays NaN instead of becoming 0.
+    """
+    not_positive = x <= 0
+    return torch.where(not_positive, 0.0, torch.sqrt(torch.where(not_positive, 1.0, x)))
 
 
 def _unit(a, b, length):
@@ -307,7 +326,7 @@ def ciede2000(lab1, lab2, kL=1, kC=1, kH=1):
     """
     lab1, lab2 = _check_pair(lab1, lab2)
     for name, k in (("kL", kL), ("kC", kC), ("kH", kH)):
-        if not isinstance(k, (int, float)) or isinstance(k, bool) or not k > 0:
+        if not isinstance(k, numbers.Real) or isinstance(k, bool) or not k > 0:
             raise ValueError(f"{name} must be a positive number, got {k!r}")
     return _run(_ciede2000_planes, lab1, lab2, float(kL), float(kC), float(kH))
 
@@ -330,25 +349,26 @@ def _run(body, *arguments):
     global _compile_failed
     image = arguments[0]
     batch_shape, (height, width) = image.shape[:-3], image.shape[-2:]
-    # One shape family, (B, 3, P), for every input: one compiled kernel serves them all.
-    flat = [x.reshape(math.prod(batch_shape), 3, height * width) if isinstance(x, torch.Tensor) else x for x in arguments]
-    needs_grad = torch.is_grad_enabled() and any(isinstance(x, torch.Tensor) and x.requires_grad for x in arguments)
+    # One shape family, (B, 3, P), for every input, so that a few compiled kernels serve them all.
+    flat = [x.reshape(math.prod(batch_shape), 3, height * width) if torch.is_tensor(x) else x for x in arguments]
+    needs_grad = torch.is_grad_enabled() and any(torch.is_tensor(x) and x.requires_grad for x in arguments)
     result = None
     if COMPILE and not _compile_failed and not needs_grad and image.numel() // 3 >= COMPILE_MIN_PIXELS:
         if body not in _compiled:
-            # dynamic=True: one kernel for every batch and image size instead of one per shape.
             # realize_reads_threshold=1: keep every intermediate that is used twice as a value in the
             # fused loop rather than re-inlining its whole expression at each use; the defaults make
             # the kernel body of ciede2000 grow to thousands of operations (minutes to compile, and
-            # slower to run).
-            _compiled[body] = torch.compile(body, dynamic=True, options={"realize_reads_threshold": 1})
+            # slower to run). The first shape gets a kernel with the constants and sizes built in;
+            # torch.compile makes the sizes symbolic if a second shape comes along.
+            _compiled[body] = torch.compile(body, options={"realize_reads_threshold": 1})
         try:
             with torch.no_grad():
                 # detach(): plain tensors rather than views, so the kernel does not depend on the view's base
-                result = _compiled[body](*[x.detach() if isinstance(x, torch.Tensor) else x for x in flat])
+                result = _compiled[body](*[x.detach() if torch.is_tensor(x) else x for x in flat])
         except Exception as error:  # noqa: BLE001 -- any compiler failure means: run eagerly
             _compile_failed = True
-            warnings.warn(f"torch.compile failed, lea_tiny.ciede runs eagerly from now on ({error!r:.200})", stacklevel=3)
+            message = f"torch.compile failed, lea_tiny.ciede runs eagerly from now on ({error!r:.200})"
+            warnings.warn(message, stacklevel=3)
     if result is None:
         result = body(*flat)
     return result.reshape(*batch_shape, *result.shape[1:-1], height, width)

@@ -85,7 +85,8 @@ EXACT_OPPOSITE_HUES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("lab1", "lab2", "expected"), EXACT_OPPOSITE_HUES)
 def test_ciede2000_follows_sharmas_rule_for_hues_exactly_opposite(lab1, lab2, expected, dtype):
-    result = ciede2000(torch.tensor(lab1, dtype=dtype).reshape(3, 1, 1), torch.tensor(lab2, dtype=dtype).reshape(3, 1, 1))
+    lab1, lab2 = (torch.tensor(lab, dtype=dtype).reshape(3, 1, 1) for lab in (lab1, lab2))
+    result = ciede2000(lab1, lab2)
     assert abs(result.item() - expected) < 1e-4
 
 
@@ -164,6 +165,14 @@ def test_half_precision_is_computed_in_float32():
     torch.testing.assert_close(lab, rgb_to_lab(rgb.half().float()))
 
 
+def test_nan_stays_nan():
+    # a broken input (say, a diverged network's output) must not turn into a clean-looking 0
+    lab1 = torch.tensor([[50.0, float("nan")], [10.0, 10.0], [10.0, 10.0]]).reshape(3, 1, 2)
+    lab2 = torch.tensor([[50.0, 50.0], [10.0, 10.0], [float("nan"), 10.0]]).reshape(3, 1, 2)
+    assert ciede2000(lab1, lab2).isnan().all() and delta_e76(lab1, lab2).isnan().all()
+    assert rgb_to_lab(torch.full((3, 1, 1), float("nan"))).isnan().all()
+
+
 # --- gradients ------------------------------------------------------------------------------------
 
 
@@ -194,17 +203,19 @@ def test_gradients_are_finite_for_identical_near_identical_grey_and_opposite_col
 
 
 def test_gradients_of_colour_conversions_are_finite_at_and_beyond_the_ends():
-    rgb = torch.tensor([[0.0, 1.0, -0.1, 1.2], [0.0, 1.0, 0.04045, 0.5], [0.0, 1.0, 0.0031308, 0.2]], dtype=torch.float64)
-    assert _finite_gradients(rgb_to_lab, rgb.reshape(3, 1, 4))
-    lab = torch.tensor([[0.0, 100.0, 50.0, 50.0], [0.0, 0.0, 0.0, 127.0], [0.0, 0.0, 0.0, -128.0]], dtype=torch.float64)
-    assert _finite_gradients(lab_to_rgb, lab.reshape(3, 1, 4))
+    # black, white, out of range, and each sRGB curve's switch point
+    rgb = torch.tensor([[0.0, 1.0, -0.1, 1.2], [0.0, 1.0, 0.04045, 0.5], [0.0, 1.0, 0.0031308, 0.2]])
+    assert _finite_gradients(rgb_to_lab, rgb.double().reshape(3, 1, 4))
+    # black, white, grey, and a colour out of gamut
+    lab = torch.tensor([[0.0, 100.0, 50.0, 50.0], [0.0, 0.0, 0.0, 127.0], [0.0, 0.0, 0.0, -128.0]])
+    assert _finite_gradients(lab_to_rgb, lab.double().reshape(3, 1, 4))
 
 
 def test_ciede2000_gradient_is_correct_where_it_is_smooth():
     # away from greys and the 180-degree tie, autograd must agree with finite differences
-    lab1, lab2 = (rgb_to_lab(torch.rand(3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(s))) for s in (3, 4))
+    lab1, lab2 = (rgb_to_lab(torch.rand(3, 2, 2, generator=torch.Generator().manual_seed(s)).double()) for s in (3, 4))
     assert torch.autograd.gradcheck(ciede2000, (lab1.requires_grad_(), lab2.requires_grad_()))
-    rgb = torch.rand(3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    rgb = torch.rand(3, 2, 2, generator=torch.Generator().manual_seed(5)).double()
     assert torch.autograd.gradcheck(rgb_to_lab, (rgb.requires_grad_(),))
 
 
@@ -227,6 +238,7 @@ LAB = torch.zeros(3, 2, 2)
         (lambda: ciede2000(LAB, LAB, kL=0), "kL must be a positive number"),
         (lambda: ciede2000(LAB, LAB, kH="1"), "kH must be a positive number"),
         (lambda: delta_e76(LAB, torch.zeros(1, 3, 2, 2)), "same shape"),
+        (lambda: ciede2000(LAB, torch.zeros(3, 2, 2, device="meta")), "same device, got cpu and meta"),
     ],
 )
 def test_bad_input_raises_value_error_naming_the_problem(call, message):
@@ -238,29 +250,30 @@ def test_bad_input_raises_value_error_naming_the_problem(call, message):
 
 
 def test_compiled_path_gives_the_eager_numbers(monkeypatch):
-    # Only ciede2000 is compiled here (each kernel costs seconds of C++ compilation);
+    # Only ciede2000 is compiled here, once (each kernel costs seconds of C++ compilation);
     # benchmarks/bench_ciede.py checks rgb_to_lab's compiled path against its eager one.
-    lab1, lab2, expected = sharma_pairs(torch.float32)
-    # as a batch of 2 images of 17 x 1 pixels: a batch of 1 would get a kernel of its own
-    lab1, lab2 = (lab.reshape(3, 2, 17, 1).transpose(0, 1) for lab in (lab1, lab2))
-    random1, random2 = (rgb_to_lab(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(s))) for s in (0, 1))
+    sharma1, sharma2, expected = sharma_pairs(torch.float32)
+    random1, random2 = (rgb_to_lab(torch.rand(3, 30, 1, generator=torch.Generator().manual_seed(s))) for s in (0, 1))
+    # the 34 pairs and 30 random ones as a batch of 2 images of 32 x 1 pixels
+    pairs = ((sharma1, random1), (sharma2, random2))
+    lab1, lab2 = (torch.cat(pair, dim=1).reshape(3, 2, 32, 1).transpose(0, 1) for pair in pairs)
     monkeypatch.setattr(ciede, "COMPILE", True)
     monkeypatch.setattr(ciede, "COMPILE_MIN_PIXELS", 1)
     monkeypatch.setattr(ciede, "_compiled", {})
     monkeypatch.setattr(ciede, "_compile_failed", False)
     with torch.no_grad():
-        sharma, random = ciede2000(lab1, lab2), ciede2000(random1, random2)
+        compiled = ciede2000(lab1, lab2)
     if ciede._compile_failed:
         pytest.skip("torch.compile does not work here; the eager fallback is tested below")
     assert set(ciede._compiled) == {ciede._ciede2000_planes}
     # the fused kernel keeps the 180-degree tie of pair 14 right too (fused multiply-adds and all)
-    assert (sharma.reshape(34).double() - expected).abs().max() < 1e-4
+    assert (compiled.reshape(64)[:34].double() - expected).abs().max() < 1e-4
     monkeypatch.setattr(ciede, "COMPILE", False)
     # float32 rounding differs between the fused kernel and eager ops (fused multiply-adds, vector math)
-    torch.testing.assert_close(random, ciede2000(random1, random2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(compiled, ciede2000(lab1, lab2), atol=1e-4, rtol=0)
     # with gradients wanted, the eager path runs even when compilation is on
     monkeypatch.setattr(ciede, "COMPILE", True)
-    assert ciede2000(random1.requires_grad_(), random2).grad_fn is not None
+    assert ciede2000(lab1.requires_grad_(), lab2).grad_fn is not None
 
 
 def test_compile_failure_warns_once_and_falls_back_to_eager(monkeypatch):
