@@ -1,0 +1,440 @@
+"""Step (a) of LEA-Net: the colour anomaly map (Section 3-1, Table 9).
+
+A U-Net learns, from normal images only, to predict an image's colour (a*, b*) from its
+lightness (L*). On a normal image it re-colours well; where an image carries a colour it has
+never seen with that lightness and texture (a lesion, a stain), the prediction is wrong there.
+The CIEDE2000 difference between an image and its re-colouring, pixel by pixel, is the
+*colour anomaly map* that the rest of LEA-Net reads.
+
+What the U-Net sees (same scaling as the released code):
+    input   L* / 100                            in [0, 1], shape (N, 1, H, W)
+    output  (a* + 128) / 255, (b* + 128) / 255  in (0, 1) through a sigmoid, shape (N, 2, H, W)
+so a prediction covers a*, b* in (-128, 127), wider than the sRGB gamut (about -86..98 for a*,
+-108..95 for b*).
+
+Read top to bottom:
+    fancy_pca           the colour augmentation used while training (Krizhevsky et al. 2012)
+    UNet                Table 9, with log2(image_size) down-samplings so 64 px works too
+    train_colorizer     MSE on scaled a*b*, Adam(1e-3, betas 0.9/0.999), early stopping
+    colorize            the input's L* with predicted a*b*, as RGB
+    anomaly_map         CIEDE2000(input, re-colouring) on true L*a*b*
+    cross_fitted_maps   maps of normal images from colourisers that never saw them
+    fold_anomaly_maps   maps for one cross-validation fold, without leakage
+    map_scale           one dataset-level scale, measured on training maps
+    scale_maps          the map as the networks downstream read it
+
+Where lea_tiny departs from the released code (see /work/shared/paper/official-code-notes.md):
+- The map is CIEDE2000 on true L*a*b*. The released code converts its (already L*a*b*) arrays
+  "from RGB to Lab" a second time before CIEDE2000, which gives a different map
+  (tutorial 04 measures how different).
+- Early stopping watches a held-out part of the normal images (``val_fraction``); the released
+  code watches the training loss. ``val_fraction=0`` gives the released behaviour.
+- The last layer starts with zero weights and the bias of the training images' mean a*b*, so
+  the untrained colouriser paints every pixel in the average normal colour. The paper's up to 500
+  epochs find that colour anyway; the few epochs of a teaching run would spend themselves on it.
+- No dropout in the decoder: Table 9 lists none. (The released code puts dropout 0.5 on the
+  first three decoder stages, pix2pix's noise source for its GAN; this colouriser has no GAN.)
+- Training normals never get their map from the colouriser that learnt them. In the released code
+  a fold's training normals were the colouriser's own training set, so their maps were smaller than
+  those of unseen normals: a shift between training and test maps that the classifier can learn.
+  ``fold_anomaly_maps`` cross-fits the training normals instead.
+- Maps are divided by one dataset-level scale, the 99th percentile of all training-map pixels,
+  and clipped to [0, 1]. The released code divides each map by its own maximum, which stretches
+  the faint noise of a clean image to full scale: a clean image looks as hot as a lesion.
+  The 99th percentile is a scale that a handful of extreme pixels cannot move, and it lies
+  near the top of what normal images show, so clean pixels stay low and lesion pixels saturate.
+  The range [0, 1] is the one the released code feeds its networks (CAAN, Direct Attention).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from lea_tiny import get_device, seed_everything
+from lea_tiny.ciede import ciede2000, lab_to_rgb, rgb_to_lab
+
+L_SCALE = 100.0
+AB_OFFSET = 128.0
+AB_SCALE = 255.0
+FANCY_PCA_ALPHA = 0.08  # the released code's value (Krizhevsky et al. used 0.1)
+MAP_PERCENTILE = 99.0
+
+
+def _check_images(images, name="images"):
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (N, 3, H, W), got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3, H, W) (RGB), got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name} is empty (N = 0)")
+    if not images.is_floating_point():
+        raise ValueError(f"{name} must be floating point in [0, 1], got dtype {images.dtype}")
+    low, high = images.min().item(), images.max().item()
+    if not (0.0 <= low and high <= 1.0):  # also catches NaN
+        raise ValueError(f"{name} must have values in [0, 1], got min {low:.4g}, max {high:.4g}")
+
+
+def _check_positive_int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+# Fancy PCA (Krizhevsky et al. 2012, Section 4.1) ---------------------------------------------
+def fancy_pca(rgb, alpha=FANCY_PCA_ALPHA, generator=None):
+    """Shift every pixel of each image along its own colour principal components.
+
+    For each image: the 3x3 covariance of its RGB pixels has eigenvectors ``P`` and eigenvalues
+    ``lam``; draw ``a ~ N(0, alpha^2)`` per component and add ``P @ (a * lam)`` to every pixel,
+    then clip to [0, 1]. The paper uses it because re-colouring fails on very bright or dark
+    images. The eigenvalues are variances of values in [0, 1], often below 0.01 for a photograph,
+    so at ``alpha=0.08`` (the released code's value) the shift is a fraction of a grey level;
+    raise ``alpha`` to see it (tutorial 03).
+
+    rgb: (N, 3, H, W) in [0, 1], any device. generator: a torch.Generator for reproducible draws
+    (on any device; the draws are moved to ``rgb.device``). Returns a new (N, 3, H, W) tensor.
+    """
+    _check_images(rgb, "rgb")
+    if not isinstance(alpha, (int, float)) or not alpha >= 0:
+        raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
+    return _fancy_pca(rgb, alpha, generator)
+
+
+def _fancy_pca(rgb, alpha, generator):
+    pixels = rgb.flatten(2)
+    centred = pixels - pixels.mean(dim=2, keepdim=True)
+    covariance = centred @ centred.transpose(1, 2) / max(pixels.shape[2] - 1, 1)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # columns of eigenvectors
+    draw_device = generator.device if generator is not None else rgb.device
+    draws = torch.randn(rgb.shape[0], 3, generator=generator, device=draw_device).to(rgb.device)
+    shift = eigenvectors @ (alpha * draws * eigenvalues).unsqueeze(-1)  # (N, 3, 1)
+    return (rgb + shift.unsqueeze(-1)).clamp(0.0, 1.0)
+
+
+# U-Net (Table 9) ------------------------------------------------------------------------------
+def _down(in_channels, out_channels, batch_norm):
+    layers = [nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1, bias=not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(out_channels))
+    layers.append(nn.LeakyReLU(0.2))
+    return nn.Sequential(*layers)
+
+
+def _up(in_channels, out_channels):
+    return nn.Sequential(
+        nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    )
+
+
+class UNet(nn.Module):
+    """The colouriser of Table 9: scaled L* (N, 1, S, S) -> scaled a*b* (N, 2, S, S).
+
+    Encoder: log2(S) stages of [4x4 conv, stride 2 -> BatchNorm (not on the first) -> LeakyReLU 0.2]
+    with 64, 128, 256, 512, 512, ... channels, down to 1x1 (8 stages at S = 256, as in Table 9).
+    Decoder: mirror stages of [2x2 transposed conv, stride 2 -> BatchNorm -> ReLU], each followed by
+    concatenation with the encoder output of the same size; a last 2x2 transposed conv to 2
+    channels and a sigmoid (no BatchNorm). Ranges: see the module docstring.
+    """
+
+    def __init__(self, image_size=256):
+        super().__init__()
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16 \
+                or image_size & (image_size - 1):
+            raise ValueError(f"image_size must be a power of two >= 16, got {image_size!r}")
+        self.image_size = image_size
+        depth = image_size.bit_length() - 1  # log2: down-sample all the way to 1x1
+        widths = [min(64 * 2**stage, 512) for stage in range(depth)]
+        self.encoder = nn.ModuleList(
+            _down(1 if stage == 0 else widths[stage - 1], widths[stage], batch_norm=stage > 0)
+            for stage in range(depth)
+        )
+        # Decoder stage i up-samples to the size of encoder stage i; its input is the previous
+        # concatenation (twice the width) except at the bottleneck.
+        self.decoder = nn.ModuleList(
+            _up(widths[stage + 1] * (1 if stage == depth - 2 else 2), widths[stage])
+            for stage in reversed(range(depth - 1))
+        )
+        self.head = nn.ConvTranspose2d(2 * widths[0], 2, 2, stride=2)
+
+    def forward(self, lightness):
+        expected = (1, self.image_size, self.image_size)
+        if lightness.ndim != 4 or tuple(lightness.shape[1:]) != expected:
+            raise ValueError(f"UNet({self.image_size}) expects scaled L* of shape (N, {expected[0]}, "
+                             f"{expected[1]}, {expected[2]}), got {tuple(lightness.shape)}")
+        skips = []
+        x = lightness
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        skips.pop()  # the 1x1 bottleneck is x itself
+        for stage in self.decoder:
+            x = torch.cat([skips.pop(), stage(x)], dim=1)
+        return torch.sigmoid(self.head(x))
+
+
+# Between L*a*b* and what the U-Net reads and writes --------------------------------------------
+def _unet_input(lab):
+    return lab[:, :1] / L_SCALE
+
+
+def _unet_target(lab):
+    return (lab[:, 1:] + AB_OFFSET) / AB_SCALE
+
+
+def _autocast(device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _predicted_chroma(unet, lab):
+    """The U-Net's scaled a*b* for the L* of ``lab``, in float32 (computed in bf16 on CUDA)."""
+    with _autocast(lab.device):
+        return unet(_unet_input(lab)).float()
+
+
+def _chroma_loss(unet, lab):
+    """MSE between predicted and true scaled a*b*: the colouriser's training loss."""
+    return F.mse_loss(_predicted_chroma(unet, lab), _unet_target(lab))
+
+
+def _recolored_lab(unet, lab):
+    """The input's own L* with the U-Net's a*b*, in float32 L*a*b*."""
+    return torch.cat([lab[:, :1], _predicted_chroma(unet, lab) * AB_SCALE - AB_OFFSET], dim=1)
+
+
+# Training (Section 4-2) --------------------------------------------------------------------------
+def _start_at_mean_colour(unet, images, batch_size):
+    """Make the untrained U-Net predict the images' mean a*b* everywhere: zero last-layer weights,
+    bias = logit(mean scaled a*b*). Training then spends its first epochs on what varies around
+    the mean colour instead of on finding it, which matters when there are only a few epochs."""
+    with torch.no_grad():
+        total = sum(_unet_target(rgb_to_lab(batch)).sum(dim=(0, 2, 3)) for batch in images.split(batch_size))
+        unet.head.weight.zero_()
+        unet.head.bias.copy_(torch.logit(total / (len(images) * images[0, 0].numel())))
+
+
+def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=0.2, patience=10,
+                    seed=0, device=None, progress=True):
+    """Train a UNet to re-colour ``normal_images`` (N, 3, S, S) in [0, 1]; return it in eval mode.
+
+    Loss: MSE between predicted and true scaled a*b* (as the released code; the paper's U-Net has no
+    GAN). Adam(lr, betas=(0.9, 0.999)) as in Section 4-2. The U-Net starts out predicting the
+    training images' mean colour. Each training batch gets a fresh Fancy PCA draw (alpha 0.08)
+    before its L*a*b* is computed. A random ``val_fraction`` of the images is held
+    out; training stops when their loss has not improved for ``patience`` epochs, and the weights of
+    the best epoch are restored. With ``val_fraction=0`` the training loss is watched instead, as in
+    the released code. The images live on the device as one tensor (no DataLoader); on CUDA the
+    model runs in bf16 autocast and channels_last. Same seed, same numbers on the CPU.
+
+    Returns the UNet on ``device`` in eval mode, with ``.history`` = dict(train_loss=[...],
+    val_loss=[...] (empty when val_fraction=0), best_epoch=int), losses per epoch.
+    """
+    _check_images(normal_images, "normal_images")
+    if normal_images.shape[2] != normal_images.shape[3]:
+        raise ValueError(f"normal_images must be square, got {normal_images.shape[2]}x{normal_images.shape[3]}")
+    _check_positive_int(epochs, "epochs")
+    _check_positive_int(batch_size, "batch_size", minimum=2)  # BatchNorm at the 1x1 bottleneck needs 2
+    _check_positive_int(patience, "patience")
+    if not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    count = normal_images.shape[0]
+    val_count = max(1, round(val_fraction * count)) if val_fraction > 0 else 0
+    if count - val_count < 2:
+        raise ValueError(f"train_colorizer needs at least 2 training images after holding out "
+                         f"{val_count} for validation, got {count} normal images")
+
+    device = get_device(device)
+    seed_everything(seed)
+    generator = torch.Generator().manual_seed(seed)
+    unet = UNet(normal_images.shape[2]).to(device)
+    if device.type == "cuda":
+        unet = unet.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(unet.parameters(), lr=lr, betas=(0.9, 0.999))
+
+    images = normal_images.to(device, torch.float32)
+    order = torch.randperm(count, generator=generator).to(device)
+    train_images, val_images = images[order[val_count:]], images[order[:val_count]]
+    val_lab = rgb_to_lab(val_images)
+    _start_at_mean_colour(unet, train_images, batch_size)
+    history = dict(train_loss=[], val_loss=[], best_epoch=0)
+    best_loss, best_state, stale = float("inf"), None, 0
+
+    bar = tqdm(range(epochs), desc="colouriser", disable=not progress)
+    for epoch in bar:
+        unet.train()
+        shuffled = torch.randperm(len(train_images), generator=generator).to(device)
+        total, seen = torch.zeros((), device=device), 0
+        # Stop one short of the end so that no batch holds a single image (BatchNorm needs 2);
+        # a lone last image simply waits for another epoch's shuffle.
+        for start in range(0, len(train_images) - 1, batch_size):
+            batch = _fancy_pca(train_images[shuffled[start:start + batch_size]], FANCY_PCA_ALPHA, generator)
+            loss = _chroma_loss(unet, rgb_to_lab(batch))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * len(batch)
+            seen += len(batch)
+        history["train_loss"].append(total.item() / seen)
+
+        if val_count:
+            unet.eval()
+            with torch.inference_mode():
+                val_loss = sum(_chroma_loss(unet, lab) * len(lab) for lab in val_lab.split(batch_size))
+            history["val_loss"].append(val_loss.item() / val_count)
+        watched = history["val_loss"][-1] if val_count else history["train_loss"][-1]
+        if watched < best_loss:
+            best_loss, stale, history["best_epoch"] = watched, 0, epoch
+            best_state = {name: value.detach().clone() for name, value in unet.state_dict().items()}
+        else:
+            stale += 1
+        bar.set_postfix(train=f"{history['train_loss'][-1]:.3g}",
+                        val=f"{history['val_loss'][-1]:.3g}" if val_count else "-")
+        if stale >= patience:
+            break
+
+    unet.load_state_dict(best_state)
+    unet.eval()
+    unet.history = history
+    return unet
+
+
+# Re-colouring and the colour anomaly map -------------------------------------------------------
+def _check_recoloring(unet, rgb, batch_size):
+    _check_images(rgb, "rgb")
+    if not isinstance(unet, nn.Module):
+        raise ValueError(f"unet must be a torch.nn.Module (a trained UNet), got {type(unet).__name__}")
+    if unet.training:
+        raise ValueError("unet is in training mode (BatchNorm would use batch statistics); call unet.eval() first")
+    _check_positive_int(batch_size, "batch_size")
+
+
+def _lab_pairs(unet, rgb, batch_size):
+    """Yield (true L*a*b*, re-coloured L*a*b*) batch by batch, on the model's device."""
+    device = next(unet.parameters()).device
+    for batch in rgb.split(batch_size):
+        lab = rgb_to_lab(batch.to(device, torch.float32))
+        yield lab, _recolored_lab(unet, lab)
+
+
+def colorize(unet, rgb, batch_size=64):
+    """Re-colour ``rgb`` (N, 3, H, W): its own L* with the U-Net's a*b*, back in RGB (on rgb's device).
+
+    Predicted colours outside the sRGB gamut are clipped by the conversion to RGB, so a re-coloured
+    image converted back to L*a*b* can differ slightly from the L*a*b* the map is computed on.
+    """
+    _check_recoloring(unet, rgb, batch_size)
+    with torch.inference_mode():
+        return torch.cat([lab_to_rgb(recolored) for _, recolored in _lab_pairs(unet, rgb, batch_size)]).to(rgb.device)
+
+
+def anomaly_map(unet, rgb, batch_size=64):
+    """The colour anomaly map: CIEDE2000 between each image and its re-colouring, (N, H, W) on rgb's device.
+
+    Computed on true L*a*b* (Section 3-1), before any clipping to the sRGB gamut. Since the L* is the
+    input's own, the map measures chroma and hue errors only.
+    """
+    _check_recoloring(unet, rgb, batch_size)
+    with torch.inference_mode():
+        return torch.cat([ciede2000(lab, recolored) for lab, recolored in _lab_pairs(unet, rgb, batch_size)]).to(rgb.device)
+
+
+# Maps without leakage ----------------------------------------------------------------------------
+def cross_fitted_maps(normal_images, k, *, epochs, seed=0, device=None, progress=False, **colorizer_kwargs):
+    """Maps of normal images, each from a colouriser that never saw it: (N, H, W) on the images' device.
+
+    The images are split at random into ``k`` parts; part j's maps come from a colouriser trained
+    (``train_colorizer(..., seed=seed + 1 + j)``) on the other k - 1 parts. So they look like the maps
+    of unseen normal images, at the cost of k trainings on (k-1)/k of the data.
+    """
+    _check_images(normal_images, "normal_images")
+    _check_positive_int(k, "k", minimum=2)
+    if normal_images.shape[0] < k:
+        raise ValueError(f"cannot split {normal_images.shape[0]} normal images into k={k} parts")
+    order = torch.randperm(normal_images.shape[0], generator=torch.Generator().manual_seed(seed))
+    maps = torch.empty(normal_images.shape[0], *normal_images.shape[2:], device=normal_images.device)
+    for part, held_out in enumerate(torch.tensor_split(order, k)):
+        learnt = order[~torch.isin(order, held_out)]
+        unet = train_colorizer(normal_images[learnt], epochs, seed=seed + 1 + part, device=device,
+                               progress=progress, **colorizer_kwargs)
+        maps[held_out] = anomaly_map(unet, normal_images[held_out])
+    return maps
+
+
+def fold_anomaly_maps(images, labels, train_index, *, epochs, cross_fit=2, seed=0, device=None, progress=False,
+                      **colorizer_kwargs):
+    """Colour anomaly maps for all N ``images`` of one cross-validation fold, without leakage.
+
+    The colourisers learn from the fold's training normals only (``labels == 0`` within
+    ``train_index``). Those training normals get cross-fitted maps (``cross_fitted_maps`` with
+    k = ``cross_fit``); every other image (training anomalies, all test images) gets its map from one
+    colouriser trained on all the training normals (``seed``). Extra keyword arguments go to
+    ``train_colorizer``. Returns (N, H, W) float32 on the images' device.
+    """
+    _check_images(images, "images")
+    _check_positive_int(cross_fit, "cross_fit", minimum=2)
+    labels = torch.as_tensor(labels).to(images.device)
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must have shape ({images.shape[0]},) to match images, got {tuple(labels.shape)}")
+    if not bool(((labels == 0) | (labels == 1)).all()):
+        raise ValueError("labels must be 0 (normal) or 1 (anomalous)")
+    train_index = torch.as_tensor(train_index).to(images.device)
+    if train_index.ndim != 1 or train_index.dtype.is_floating_point or train_index.dtype == torch.bool:
+        raise ValueError(f"train_index must be a 1-D array of integer indices, got shape "
+                         f"{tuple(train_index.shape)} and dtype {train_index.dtype}")
+    if train_index.numel() and not bool(((train_index >= 0) & (train_index < images.shape[0])).all()):
+        raise ValueError(f"train_index holds indices outside 0..{images.shape[0] - 1}")
+    if train_index.unique().numel() != train_index.numel():
+        raise ValueError("train_index holds repeated indices")
+    train_normals = train_index[labels[train_index] == 0]
+    if train_normals.numel() == 0:
+        raise ValueError("the training part of the fold holds no normal images to train the colouriser on")
+
+    others = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
+    others[train_normals] = False
+    maps = torch.empty(images.shape[0], *images.shape[2:], device=images.device)
+    maps[train_normals] = cross_fitted_maps(images[train_normals], cross_fit, epochs=epochs, seed=seed,
+                                            device=device, progress=progress, **colorizer_kwargs)
+    if others.any():
+        unet = train_colorizer(images[train_normals], epochs, seed=seed, device=device, progress=progress,
+                               **colorizer_kwargs)
+        maps[others] = anomaly_map(unet, images[others])
+    return maps
+
+
+# Map scaling: what the networks downstream read ----------------------------------------------------
+def _check_maps(maps, name="maps"):
+    if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
+        raise ValueError(f"{name} must be a torch.Tensor of shape (N, H, W), got "
+                         f"{tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__}")
+    if maps.shape[0] == 0:
+        raise ValueError(f"{name} is empty (N = 0)")
+    if not bool(torch.isfinite(maps).all()) or maps.min().item() < 0:
+        raise ValueError(f"{name} must be finite and >= 0 (CIEDE2000 differences)")
+
+
+def map_scale(maps, percentile=MAP_PERCENTILE):
+    """One scale for a whole dataset: the ``percentile`` (default 99th) of all pixels of TRAINING maps.
+
+    Pass the maps of the training images only (normal and anomalous), so that nothing about the test
+    images leaks into the scale. Nearest-rank percentile, computed in torch on the maps' device.
+    """
+    _check_maps(maps)
+    if not isinstance(percentile, (int, float)) or not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+    pixels = maps.reshape(-1).float()
+    rank = max(1, -(-pixels.numel() * percentile // 100))  # ceil without float rounding of large counts
+    scale = pixels.kthvalue(int(rank)).values.item()
+    if scale <= 0:
+        raise ValueError(f"the {percentile}th percentile of the maps is 0: the training maps are (almost) all zero")
+    return scale
+
+
+def scale_maps(maps, scale):
+    """The map as CAAN and the ADN read it: (N, 1, H, W) float32, ``maps / scale`` clipped to [0, 1]."""
+    _check_maps(maps)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+        raise ValueError(f"scale must be a positive finite number (from map_scale), got {scale!r}")
+    return (maps.float() / scale).clamp(0.0, 1.0).unsqueeze(1)

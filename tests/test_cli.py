@@ -1,0 +1,88 @@
+"""The command line (python -m lea_tiny): help, one-line errors with exit code 2, and a tiny demo run."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lea_tiny.__main__ import main
+from lea_tiny.train import load_checkpoint, load_results
+
+TINY = ["--image-size", "32", "--epochs", "1", "--colorizer-epochs", "1", "--folds", "2", "--n-normal", "12",
+        "--n-anomalous", "4", "--quiet"]
+
+
+def _exit_code(argv):
+    """main's exit code, whether argparse exits (bad option) or main returns (bad value found later)."""
+    try:
+        return main(argv)
+    except SystemExit as exit:
+        return exit.code
+
+
+def test_python_dash_m_lea_tiny_explains_its_commands_and_options():
+    result = subprocess.run([sys.executable, "-m", "lea_tiny", "demo", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for option in ("--data", "--image-size", "--epochs", "--folds", "--adn", "--variants", "--attention-points",
+                   "--device", "--out", "--seed", "--n-normal", "--n-anomalous"):
+        assert option in result.stdout
+    assert "the paper: 256" in result.stdout
+
+
+def test_the_top_level_help_lists_both_commands(capsys):
+    assert _exit_code(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "ablation" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "required: {demo,ablation}"),
+    (["demo", "--adn", "alexnet"], "invalid choice: 'alexnet'"),
+    (["demo", "--variants", "baseline,lea"], "unknown variant(s) lea"),
+    (["demo", "--attention-points", "0,2"], "attention points must lie in 1..5"),
+    (["demo", "--epochs", "zero"], "expected a positive integer"),
+    (["demo", "--seed", "-3"], "non-negative integer"),
+    (["demo", "--lr", "-1"], "expected a positive number"),
+    (["demo", "--device", "toaster"], "--device"),
+    (["ablation", "--folds", "0"], "expected a positive integer"),
+])
+def test_a_bad_option_ends_with_one_line_and_exit_code_2(capsys, argv, message):
+    assert _exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "no/such/folder"], "neither retina nor leaves nor a folder"),
+    (["--image-size", "10"], "10"),
+    (["--n-anomalous", "1"], "fewer than folds=2"),
+])
+def test_a_bad_value_found_later_ends_with_one_line_and_exit_code_2(capsys, tmp_path, argv, message):
+    assert _exit_code(["demo", *TINY, "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err and err.startswith("lea-tiny demo: error:")
+
+
+def test_a_folder_with_embedded_data_counts_is_refused(capsys, tmp_path):
+    assert _exit_code(["demo", "--data", str(tmp_path), "--n-normal", "5"]) == 2
+    assert "apply to the embedded data only" in capsys.readouterr().err
+
+
+def test_a_tiny_demo_writes_its_table_figures_and_checkpoint(capsys, tmp_path):
+    argv = ["demo", *TINY, "--variants", "baseline,caan_mobilenet", "--attention-points", "1,3", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| CNN |" in out and "| CNN + MobileNet-small CAAN |" in out
+    assert sorted(path.name for path in tmp_path.iterdir()) == \
+        ["attention.png", "lea_net.pt", "maps.png", "results.csv", "results.json", "results.md"]
+    results = load_results(tmp_path)
+    assert results.config["image_size"] == 32 and results.config["attention_points"] == [1, 3]
+    assert len(results.results) == 3  # the baseline, and LEA-Net at two points
+    assert str(results) in out
+    model, config = load_checkpoint(tmp_path / "lea_net.pt")
+    best = next(row for row in results.rows if row.variant == "caan_mobilenet")
+    assert (config["variant"], config["attention_point"], config["image_size"]) == \
+        ("caan_mobilenet", best.attention_point, 32)
+    assert config["map_scale"] > 0
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["seed"] == 0
