@@ -14,7 +14,6 @@ throughput in Mpix/s.
 """
 
 import argparse
-import time
 
 import numpy as np
 import torch
@@ -22,28 +21,7 @@ from skimage import color
 
 from lea_tiny import ciede, get_device, seed_everything
 
-
-def _seconds(step, device, repeats):
-    """Best of ``repeats`` timings of ``step()`` (after one warm-up call), waiting for the GPU."""
-    step()
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def _first_call_seconds(step, device):
-    start = time.perf_counter()
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+import timing
 
 
 def _torch_steps(rgb1, rgb2, compiled):
@@ -95,15 +73,15 @@ def bench_cpu(count, size, repeats, rounds):
     megapixels = count * size * size / 1e6
     print(f"CPU, {torch.get_num_threads()} threads: {count} images of {size} x {size} ({megapixels:.2f} Mpix)")
     for name, step in fast.items():
-        print(f"  first compiled call of {name} (compilation included): {_first_call_seconds(step, device):.1f} s")
+        print(f"  first compiled call of {name} (compilation included): {timing.seconds(step, device):.1f} s")
     if ciede._compile_failed:
         print("  torch.compile failed here: the 'compiled' rows below are eager")
 
     best = {}
     for _ in range(rounds):
-        timings = {("skimage", *key): _seconds(step, device, repeats) for key, step in skimage_steps.items()}
+        timings = {("skimage", *key): timing.best_seconds(step, device, repeats) for key, step in skimage_steps.items()}
         for path, steps in paths.items():
-            timings.update({(path, name, "float32"): _seconds(step, device, repeats) for name, step in steps.items()})
+            timings.update({(path, name, "float32"): timing.best_seconds(step, device, repeats) for name, step in steps.items()})
         best = {key: min(seconds, best.get(key, float("inf"))) for key, seconds in timings.items()}
 
     for name, goal in (("rgb_to_lab", 5), ("ciede2000", 10)):
@@ -134,8 +112,8 @@ def bench_cuda(count, size, repeats, device):
     for path, compiled in (("eager", False), ("compiled", True)):
         steps = _torch_steps(rgb1, rgb2, compiled)
         for name, step in steps.items():
-            first = _first_call_seconds(step, device)
-            seconds = _seconds(step, device, repeats)
+            first = timing.seconds(step, device)
+            seconds = timing.best_seconds(step, device, repeats)
             print(f"  {name:>10} {path:>8}: {megapixels / seconds:8.0f} Mpix/s "
                   f"({1000 * seconds:.2f} ms; first call {first:.1f} s)")
 

@@ -8,7 +8,6 @@ size and device, the whole pipeline (``anomaly_map``) and the share of each stag
 """
 
 import argparse
-import time
 
 import torch
 
@@ -16,20 +15,7 @@ from lea_tiny import get_device, seed_everything
 from lea_tiny.ciede import ciede2000, rgb_to_lab
 from lea_tiny.colorize import UNet, anomaly_map
 
-
-def _seconds(step, device, repeats):
-    """Best of ``repeats`` timings of ``step()`` (after one warm-up call), waiting for the GPU."""
-    step()
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+import timing
 
 
 def bench(image_size, count, batch_size, device, repeats):
@@ -37,7 +23,7 @@ def bench(image_size, count, batch_size, device, repeats):
     if device.type == "cuda":
         unet = unet.to(memory_format=torch.channels_last)
     rgb = torch.rand(count, 3, image_size, image_size, device=device)
-    whole = _seconds(lambda: anomaly_map(unet, rgb, batch_size=batch_size), device, repeats)
+    whole = timing.best_seconds(lambda: anomaly_map(unet, rgb, batch_size=batch_size), device, repeats)
 
     def predict(lightness):  # as inside anomaly_map: only the U-Net runs in bf16 on CUDA
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -47,9 +33,9 @@ def bench(image_size, count, batch_size, device, repeats):
     with torch.inference_mode():
         lab = rgb_to_lab(batch)
         stages = {
-            "L*a*b*": _seconds(lambda: rgb_to_lab(batch), device, repeats),
-            "U-Net": _seconds(lambda: predict(lab[:, :1] / 100), device, repeats),
-            "CIEDE2000": _seconds(lambda: ciede2000(lab, lab.flip(0)), device, repeats),
+            "L*a*b*": timing.best_seconds(lambda: rgb_to_lab(batch), device, repeats),
+            "U-Net": timing.best_seconds(lambda: predict(lab[:, :1] / 100), device, repeats),
+            "CIEDE2000": timing.best_seconds(lambda: ciede2000(lab, lab.flip(0)), device, repeats),
         }
     total = sum(stages.values())
     shares = ", ".join(f"{name} {100 * seconds / total:.0f}%" for name, seconds in stages.items())

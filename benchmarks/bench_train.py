@@ -16,13 +16,14 @@ least disturbed step counts.
 """
 
 import argparse
-import time
 
 import torch
 
 from lea_tiny import get_device, seed_everything
 from lea_tiny.attention import make_model
 from lea_tiny.train import default_lr, joint_loss
+
+import timing
 
 MODELS = (("baseline", None), ("caan_mobilenet", 1), ("caan_resnet", 1))  # point 1: the largest features
 
@@ -50,20 +51,6 @@ def _step_function(variant, point, image_size, batch_size, device, bf16):
     return step, sum(parameter.numel() for parameter in model.parameters())
 
 
-def _fastest_step(step, steps, device):
-    """The shortest of ``steps`` timed steps: what a step costs when nothing else competes for the CPU."""
-    fastest = float("inf")
-    for _ in range(steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        fastest = min(fastest, time.perf_counter() - start)
-    return fastest
-
-
 def bench(image_size, batch_size, steps, repeats, device, bf16):
     """Rows of (variant, params, images/s, ratio of time per step to the baseline's)."""
     seed_everything(0)
@@ -74,7 +61,8 @@ def bench(image_size, batch_size, steps, repeats, device, bf16):
     best = {variant: float("inf") for variant in functions}
     for _ in range(repeats):
         for variant, (step, _) in functions.items():
-            best[variant] = min(best[variant], _fastest_step(step, steps, device))
+            # the shortest step: what a step costs when nothing else competes for the CPU
+            best[variant] = min(best[variant], *(timing.seconds(step, device) for _ in range(steps)))
     return [(variant, functions[variant][1], batch_size / best[variant], best[variant] / best["baseline"])
             for variant in functions]
 
