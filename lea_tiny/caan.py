@@ -12,7 +12,8 @@ CAAN a loss of its own in Eq. 1. Table 1 describes two:
 * ``mobilenet``: MobileNetV3-Small (Howard et al. 2019, Table 2 of that paper): inverted-residual
   bottlenecks with squeeze-excite, ReLU in the first three and hard-swish after, stride 2 at the
   stem and at the first bottleneck of each of the four later blocks, then 1x1/576 -> pool ->
-  1x1/1280 -> logit. The paper says its CAAN is "exactly" MobileNetV3-Small, so we keep
+  1x1/1280 -> logit. The 1280 is LEA-Net's Table 1 (Howard et al.'s Small has 1024 there, their
+  Large 1280); we follow LEA-Net. The paper says its CAAN is "exactly" MobileNetV3-Small, so we keep
   hard-swish; the released code used ReLU everywhere. We built 1.67M parameters; the paper gives
   3.042M (Table 1) and 2.3M (Table 3, 13.5M - 11.2M) and neither fits the layers of Table 1.
 """
