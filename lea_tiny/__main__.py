@@ -29,7 +29,7 @@ EMBEDDED_DATA = ("retina", "leaves")
 # paper's batch of 16 gives 5 steps an epoch: too few for BatchNorm's running statistics (which the
 # evaluated network uses) to catch up with the trained weights (tutorial 07 shows it). So the demo
 # takes smaller batches, more epochs and a higher learning rate.
-DEMO_DEFAULTS = dict(image_size=64, n_normal=90, n_anomalous=30, folds=3, epochs=30, colorizer_epochs=10,
+DEMO_DEFAULTS = dict(image_size=64, n_normal=90, n_anomalous=30, folds=3, epochs=20, colorizer_epochs=10,
                      batch_size=8, lr=3e-4, adn="cnn", variants="baseline,direct_attention,caan_mobilenet",
                      attention_points="2", out="lea_tiny_out/demo")
 # The paper's protocol (Section 4-2; Table 2's Retina counts): hours on a CPU, meant for a GPU.
