@@ -11,7 +11,7 @@ import argparse
 
 import torch
 
-from lea_tiny import get_device, seed_everything
+from lea_tiny import autocast, get_device, seed_everything
 from lea_tiny.ciede import ciede2000, rgb_to_lab
 from lea_tiny.colorize import UNet, anomaly_map
 
@@ -26,7 +26,7 @@ def bench(image_size, count, batch_size, device, repeats):
     whole = timing.best_seconds(lambda: anomaly_map(unet, rgb, batch_size=batch_size), device, repeats)
 
     def predict(lightness):  # as inside anomaly_map: only the U-Net runs in bf16 on CUDA
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             return unet(lightness)
 
     batch = rgb[:batch_size]

@@ -2,7 +2,8 @@
 
 Each concept lives in one module: ``ciede`` (colour science), ``data``, ``colorize``
 (the U-Net and the colour anomaly map), ``attention``, ``caan``, ``adn`` and ``train``.
-This file holds the two helpers every tutorial starts with: pick a device, seed everything.
+This file holds the helpers every module shares: pick a device, seed everything, and the
+mixed precision used on CUDA.
 """
 
 import os
@@ -41,6 +42,11 @@ def seed_everything(seed=0):
     torch.cuda.manual_seed_all(seed)
     return seed
 
+
+
+def autocast(device):
+    """bf16 autocast on CUDA, a no-op elsewhere: the one mixed-precision policy of every forward pass."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 # The one factory a learner needs first; it imports the networks, so it comes after the helpers above.
 from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS, make_model  # noqa: E402

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from lea_tiny import get_device, seed_everything
+from lea_tiny import autocast, get_device, seed_everything
 from lea_tiny.ciede import ciede2000, lab_to_rgb, rgb_to_lab
 
 L_SCALE = 100.0
@@ -183,13 +183,9 @@ def _unet_target(lab):
     return (lab[:, 1:] + AB_OFFSET) / AB_SCALE
 
 
-def _autocast(device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def _predicted_chroma(unet, lab):
     """The U-Net's scaled a*b* for the L* of ``lab``, in float32 (computed in bf16 on CUDA)."""
-    with _autocast(lab.device):
+    with autocast(lab.device):
         return unet(_unet_input(lab)).float()
 
 

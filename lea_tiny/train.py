@@ -50,7 +50,7 @@ from sklearn.model_selection import StratifiedKFold
 from torch import nn
 from tqdm.auto import tqdm
 
-from lea_tiny import get_device, seed_everything
+from lea_tiny import autocast, get_device, seed_everything
 from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS, make_model
 from lea_tiny.colorize import fold_anomaly_maps, map_scale, scale_maps
 
@@ -165,10 +165,6 @@ def joint_loss(adn_logit, caan_logit, labels):
     return adn_loss + caan_loss, adn_loss, caan_loss
 
 
-def _autocast(device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def _on_device(device, images, anomaly_maps):
     """The data as one tensor each on the device; channels_last on CUDA, where convolutions prefer it."""
     images, anomaly_maps = images.to(device, torch.float32), anomaly_maps.to(device, torch.float32)
@@ -222,7 +218,7 @@ def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, 
             batch = order[start:start + batch_size]
             if len(batch) == 1:
                 continue
-            with _autocast(device):
+            with autocast(device):
                 adn_logit, caan_logit = step_model(images[batch], anomaly_maps[batch])
             loss, adn_loss, caan_loss = joint_loss(adn_logit, caan_logit, labels[batch])
             optimizer.zero_grad(set_to_none=True)
@@ -248,7 +244,7 @@ def anomaly_scores(model, images, anomaly_maps, batch_size=64):
     device = next(model.parameters()).device
     images, anomaly_maps = _on_device(device, images, anomaly_maps)
     scores = []
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), autocast(device):
         for image_batch, map_batch in zip(images.split(batch_size), anomaly_maps.split(batch_size)):
             adn_logit, _ = model(image_batch, map_batch)
             scores.append(torch.sigmoid(adn_logit.float()))
