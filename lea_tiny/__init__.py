@@ -2,8 +2,8 @@
 
 Each concept lives in one module: ``ciede`` (colour science), ``data``, ``colorize``
 (the U-Net and the colour anomaly map), ``attention``, ``caan``, ``adn`` and ``train``.
-This file holds the helpers every module shares: pick a device, seed everything, and the
-mixed precision used on CUDA.
+This file holds the helpers every module shares: pick a device, seed everything, the
+mixed precision used on CUDA, and the check on counts and sizes that every entry point runs.
 """
 
 import os
@@ -43,10 +43,20 @@ def seed_everything(seed=0):
     return seed
 
 
+def check_int(value, name, minimum):
+    """``value`` as an int if it is a whole number >= ``minimum``, else a ValueError that names it.
+
+    Booleans are refused although Python counts them as ints: ``epochs=True`` is a mistake.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
 
 def autocast(device):
     """bf16 autocast on CUDA, a no-op elsewhere: the one mixed-precision policy of every forward pass."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
 
 # The one factory a learner needs first; it imports the networks, so it comes after the helpers above.
 from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS, make_model  # noqa: E402

@@ -98,11 +98,15 @@ def mobilenet_caan():
             layers.append(InvertedResidual(width, kernel, expanded, out_channels, use_se, activation, stride))
             width = out_channels
         blocks.append(nn.Sequential(*layers))
+    # After the pooling, Table 1's 1x1 convolutions act on a 1 x 1 map: they are linear layers, and
+    # written as nn.Linear they keep PyTorch's initialisation. PointwiseNet's kaiming_normal_(fan_out)
+    # for convolutions would give the 1-channel logit a weight std of sqrt(2): logits of about +-6 at
+    # the start and a first CAAN loss near 5 instead of ln 2 (tests/test_networks.py checks this).
     head = nn.Sequential(
         nn.Conv2d(width, 576, 1, bias=False), nn.BatchNorm2d(576), nn.Hardswish(inplace=True),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Conv2d(576, 1280, 1), nn.Hardswish(inplace=True),
-        nn.Conv2d(1280, 1, 1), nn.Flatten(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(576, 1280), nn.Hardswish(inplace=True),
+        nn.Linear(1280, 1),
     )
     return PointwiseNet(blocks, head)
 

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from lea_tiny import autocast, get_device, seed_everything
+from lea_tiny import autocast, check_int, get_device, seed_everything
 from lea_tiny.ciede import ciede2000, lab_to_rgb, rgb_to_lab
 
 L_SCALE = 100.0
@@ -73,11 +73,6 @@ def _check_images(images, name="images"):
     low, high = images.min().item(), images.max().item()
     if not (0.0 <= low and high <= 1.0):  # also catches NaN
         raise ValueError(f"{name} must have values in [0, 1], got min {low:.4g}, max {high:.4g}")
-
-
-def _check_positive_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 # Fancy PCA (Krizhevsky et al. 2012, Section 4.1) ---------------------------------------------
@@ -229,9 +224,9 @@ def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=
     _check_images(normal_images, "normal_images")
     if normal_images.shape[2] != normal_images.shape[3]:
         raise ValueError(f"normal_images must be square, got {normal_images.shape[2]}x{normal_images.shape[3]}")
-    _check_positive_int(epochs, "epochs")
-    _check_positive_int(batch_size, "batch_size", minimum=2)  # BatchNorm at the 1x1 bottleneck needs 2
-    _check_positive_int(patience, "patience")
+    check_int(epochs, "epochs", 1)
+    check_int(batch_size, "batch_size", 2)  # BatchNorm at the 1x1 bottleneck needs 2
+    check_int(patience, "patience", 1)
     if not isinstance(lr, (int, float)) or not lr > 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
@@ -304,7 +299,7 @@ def _check_recoloring(unet, rgb, batch_size):
         raise ValueError(f"unet must be a torch.nn.Module (a trained UNet), got {type(unet).__name__}")
     if unet.training:
         raise ValueError("unet is in training mode (BatchNorm would use batch statistics); call unet.eval() first")
-    _check_positive_int(batch_size, "batch_size")
+    check_int(batch_size, "batch_size", 1)
 
 
 def _lab_pairs(unet, rgb, batch_size):
@@ -346,7 +341,7 @@ def cross_fitted_maps(normal_images, k, *, epochs, seed=0, device=None, progress
     of unseen normal images, at the cost of k trainings on (k-1)/k of the data.
     """
     _check_images(normal_images, "normal_images")
-    _check_positive_int(k, "k", minimum=2)
+    check_int(k, "k", 2)
     if normal_images.shape[0] < k:
         raise ValueError(f"cannot split {normal_images.shape[0]} normal images into k={k} parts")
     order = torch.randperm(normal_images.shape[0], generator=torch.Generator().manual_seed(seed))
@@ -370,7 +365,7 @@ def fold_anomaly_maps(images, labels, train_index, *, epochs, cross_fit=2, seed=
     ``train_colorizer``. Returns (N, H, W) float32 on the images' device.
     """
     _check_images(images, "images")
-    _check_positive_int(cross_fit, "cross_fit", minimum=2)
+    check_int(cross_fit, "cross_fit", 2)
     labels = torch.as_tensor(labels).to(images.device)
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels must have shape ({images.shape[0]},) to match images, got {tuple(labels.shape)}")

@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from skimage import color, data, io
 
+from lea_tiny import check_int
+
 EMBEDDED_DATASETS = ("retina", "leaves")
 PAPER_TABLE_2 = {  # name: (anomalous "Positive", normal "Negative") images, Table 2
     "Retina (DR2)": (98, 337),
@@ -156,16 +158,6 @@ class AnomalyDataset:
                 f"{counts['normal']} normal + {counts['anomalous']} anomalous (ratio {ratio}), {masks}")
 
     __repr__ = summary
-
-
-# ---------------------------------------------------------------------------------------------------
-# Input checks shared by the public entry points
-# ---------------------------------------------------------------------------------------------------
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -520,11 +512,11 @@ def make_dataset(name, n_normal=90, n_anomalous=30, image_size=256, seed=0, diff
     if name not in EMBEDDED_DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose one of {EMBEDDED_DATASETS}, "
                          f"or read your own with load_folder")
-    n_normal, n_anomalous = _check_int(n_normal, "n_normal", 0), _check_int(n_anomalous, "n_anomalous", 0)
+    n_normal, n_anomalous = check_int(n_normal, "n_normal", 0), check_int(n_anomalous, "n_anomalous", 0)
     if n_normal + n_anomalous == 0:
         raise ValueError("n_normal + n_anomalous must be at least 1, got 0 images")
-    image_size = _check_int(image_size, "image_size", MIN_IMAGE_SIZE)
-    seed = _check_int(seed, "seed", 0)
+    image_size = check_int(image_size, "image_size", MIN_IMAGE_SIZE)
+    seed = check_int(seed, "seed", 0)
     if isinstance(difficulty, bool) or not isinstance(difficulty, numbers.Real) or not 0 <= difficulty <= 1:
         raise ValueError(f"difficulty must be a number in [0, 1], got {difficulty!r}")
 
@@ -649,7 +641,7 @@ def load_folder(root, image_size=256, normal_classes=None):
         raise FileNotFoundError(f"no such folder: {root}")
     if not root.is_dir():
         raise ValueError(f"{root} is a file; load_folder needs a folder of image folders")
-    image_size = _check_int(image_size, "image_size", MIN_IMAGE_SIZE)
+    image_size = check_int(image_size, "image_size", MIN_IMAGE_SIZE)
     normal, anomalous, layout = _find_files(root, normal_classes)
     if not normal:
         raise ValueError(f"only anomalous images in {root} ({layout} layout): no normal images found")

@@ -50,7 +50,7 @@ from sklearn.model_selection import StratifiedKFold
 from torch import nn
 from tqdm.auto import tqdm
 
-from lea_tiny import autocast, get_device, seed_everything
+from lea_tiny import autocast, check_int, get_device, seed_everything
 from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS, make_model
 from lea_tiny.colorize import fold_anomaly_maps, map_scale, scale_maps
 
@@ -72,11 +72,6 @@ VARIANT_LABELS = {
 
 
 # Checking what comes in ---------------------------------------------------------------------------
-def _check_positive_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
 def _check_lr(lr):
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
         raise ValueError(f"lr must be a positive number (or None for the paper's), got {lr!r}")
@@ -130,7 +125,7 @@ def _check_dataset(dataset, folds):
         raise ValueError(f"dataset.images must be square RGB images of shape (N, 3, S, S), got {shape}")
     labels = _check_labels(dataset.labels, images.shape[0], "dataset.labels")
     _check_both_classes(labels, "the dataset")
-    _check_positive_int(folds, "folds", minimum=2)
+    check_int(folds, "folds", 2)
     for label, name in ((0, "normal"), (1, "anomalous")):
         count = int((labels == label).sum())
         if count < folds:
@@ -192,8 +187,8 @@ def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, 
     """
     labels = _check_inputs(model, images, anomaly_maps, labels)
     _check_both_classes(labels, "the training labels")
-    _check_positive_int(epochs, "epochs")
-    _check_positive_int(batch_size, "batch_size", minimum=2)  # BatchNorm trains on 2 images or more
+    check_int(epochs, "epochs", 1)
+    check_int(batch_size, "batch_size", 2)  # BatchNorm trains on 2 images or more
     _check_lr(lr)
 
     device = get_device(device)
@@ -302,8 +297,8 @@ def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER_COLORIZER_EPO
     every variant, so ``cross_validate`` and ``run_ablation`` take these folds and reuse them.
     """
     labels = _check_dataset(dataset, folds)
-    _check_positive_int(colorizer_epochs, "colorizer_epochs")
-    _check_positive_int(cross_fit, "cross_fit", minimum=2)
+    check_int(colorizer_epochs, "colorizer_epochs", 1)
+    check_int(cross_fit, "cross_fit", 2)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     splits = list(splitter.split(np.zeros(len(labels)), labels.numpy()))
     prepared = []
@@ -371,8 +366,8 @@ def cross_validate(variant, dataset, folds=5, seed=0, adn="resnet18", attention_
     image_size = dataset.images.shape[-1]
     # Build one model before any training so that a bad variant, ADN or point fails at once.
     params = _count_parameters(make_model(variant, adn=adn, attention_point=attention_point, image_size=image_size))
-    _check_positive_int(epochs, "epochs")
-    _check_positive_int(batch_size, "batch_size", minimum=2)
+    check_int(epochs, "epochs", 1)
+    check_int(batch_size, "batch_size", 2)
     _check_lr(lr)
     if fold_maps is None:
         fold_maps = prepare_folds(dataset, folds, seed, colorizer_epochs, cross_fit, device, progress)

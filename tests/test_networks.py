@@ -1,5 +1,7 @@
 """The CAAN and ADN architectures: sizes at the five attention points, and Table 3's parameter counts."""
 
+import math
+
 import pytest
 import torch
 
@@ -46,6 +48,20 @@ def test_caan_points_match_the_adn_point_for_point(name):
     _, adn_points = make_adn("resnet18", image_size=64).eval()(torch.rand(2, 3, 64, 64))
     assert caan_logit.shape == (2,)
     assert [p.shape[-2:] for p in caan_points] == [p.shape[-2:] for p in adn_points]
+
+
+@pytest.mark.parametrize("kind, name", [("adn", name) for name in ADN_NAMES] + [("caan", name) for name in CAAN_NAMES])
+def test_untrained_networks_start_near_the_uninformed_loss(kind, name):
+    # A fresh classifier should say "don't know": logits near 0 and BCE near ln 2. An initialisation
+    # meant for hidden convolutions on the last layer gave the MobileNet CAAN logits of about +-6.
+    torch.manual_seed(0)
+    channels = 3 if kind == "adn" else 1
+    net = make_adn(name, channels, 64) if kind == "adn" else make_caan(name, 64)
+    with torch.no_grad():
+        logits, _ = net.train()(torch.rand(16, channels, 64, 64))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.arange(16) % 2 * 1.0)
+    assert logits.abs().max() < 2
+    assert abs(loss.item() - math.log(2)) < 0.2
 
 
 def test_adn_takes_any_channel_count():
