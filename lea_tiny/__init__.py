@@ -31,7 +31,10 @@ def get_device(device=None):
 def seed_everything(seed=0):
     """Seed Python, NumPy and torch (CPU and CUDA) so the same seed gives the same numbers on CPU.
 
-    GPU kernels can still be non-deterministic; results there agree to within noise.
+    On the CPU that holds for the same number of threads (``torch.get_num_threads()``): a
+    convolution adds its terms in an order that depends on it, and a training run turns last-bit
+    differences into another model. GPU kernels can be non-deterministic; results there agree to
+    within noise.
     """
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")

@@ -446,9 +446,10 @@ class AblationTable:
 
 
 def _environment(device):
+    """What a run needs to be repeated: torch, the device, the CPU threads (see seed_everything), the date."""
     device = get_device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
-    return dict(torch=torch.__version__, device=str(device), device_name=name,
+    return dict(torch=torch.__version__, device=str(device), device_name=name, threads=torch.get_num_threads(),
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 

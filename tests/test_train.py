@@ -299,7 +299,7 @@ def test_run_ablation_runs_every_variant_at_every_point_and_saves_what_load_resu
     assert [row.variant for row in table.rows] == ["baseline", "direct_attention"]
     assert table.fold_maps is folds
     assert table.config["adn"] == "cnn" and table.config["lr"] == 1e-4 and table.config["n_anomalous"] == 8
-    assert {"torch", "device", "device_name", "date"} <= set(table.environment)
+    assert {"torch", "device", "device_name", "threads", "date"} <= set(table.environment)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["results.csv", "results.json", "results.md"]
     saved = json.loads((tmp_path / "results.json").read_text())
     assert len(saved["results"]) == 3 and all(len(result["folds"]) == 2 for result in saved["results"])
