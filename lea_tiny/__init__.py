@@ -36,8 +36,7 @@ def seed_everything(seed=0):
     differences into another model. GPU kernels can be non-deterministic; results there agree to
     within noise.
     """
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = check_int(seed, "seed", 0)
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
     np.random.seed(seed)
