@@ -1,7 +1,8 @@
 """lea_tiny: a small, readable LEA-Net (Katafuchi & Tokunaga, arXiv 2109.05493).
 
 Each concept lives in one module: ``ciede`` (colour science), ``data``, ``colorize``
-(the U-Net and the colour anomaly map), ``attention``, ``caan``, ``adn`` and ``train``.
+(the U-Net and the colour anomaly map), ``attention``, ``caan``, ``adn``, ``train`` (one model),
+``ablation`` (repeated cross-validation, Table 3) and ``compare`` (paired differences with intervals).
 This file holds the helpers every module shares: pick a device, seed everything, the
 mixed precision used on CUDA, and the check on counts and sizes that every entry point runs.
 """

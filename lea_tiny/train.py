@@ -1,80 +1,64 @@
-"""Section 4 of the paper: training LEA-Net and measuring it (Eq. 1, Section 4-2, Table 3).
+"""Section 4 of the paper: training LEA-Net and measuring one model (Eq. 1, Section 4-2).
 
 LEA-Net learns its two networks together. The anomaly detection network (ADN) reads the RGB image
 and the colour anomaly attention network (CAAN) reads the colour anomaly map; both end in one
 logit "is this image anomalous?", and the loss is the sum of their binary cross-entropies (Eq. 1).
 The CAAN's loss is what teaches it to make attention maps that point at anomalies. Section 4-2 fixes
 the rest: Adam, learning rate 1e-4 for ResNet18 and 1e-5 for VGG16, batch 16, 100 epochs, no
-augmentation, stratified five-fold cross-validation; Table 3 reports the F1 score of the anomalous
-class as mean ± std over the folds, for attention models at the best of the five attention points.
+augmentation. Cross-validation and Table 3 are in ``lea_tiny.ablation``.
 
 Read top to bottom:
     default_lr        the paper's learning rate for an ADN
     joint_loss        Eq. 1: BCE(ADN) + BCE(CAAN)
+    dihedral          the eight symmetries of the square, lea_tiny's augmentation
     fit               Adam over the data for some epochs; the last epoch's weights are kept
-    evaluate          F1 of the anomalous class at 0.5 (the paper's metric) and image AUROC
-    prepare_folds     stratified folds, each with its own colourisers and scaled maps
-    cross_validate    one variant over the folds: per fold and mean ± std
-    run_ablation      Table 3 for one ADN, saved to disk; load_results reads it back
+    evaluate          F1 of the anomalous class at 0.5 and image AUROC, for the ADN and the CAAN's head
     save_checkpoint / load_checkpoint
 
-Where lea_tiny departs from the paper or the released code (/work/shared/paper/official-code-notes.md):
+Where lea_tiny departs from the paper or the released code (``docs/released_code.md``):
 - Each network ends in one logit and a sigmoid, the "BCE" of Eq. 1. The released code ends in two
   softmax outputs; for two classes the two are the same model written twice (the softmax of two
-  logits is the sigmoid of their difference), and argmax equals "sigmoid > 0.5".
-- Folds are seeded (``StratifiedKFold(shuffle=True, random_state=seed)``), model initialisation and
-  batch order too, so a run repeats on the CPU. The released code's folds are not reproducible.
-- Inside each fold the colouriser learns from that fold's training normals only, the training
-  normals get cross-fitted maps, and the map scale is measured on the training maps alone
-  (``lea_tiny.colorize.fold_anomaly_maps``): nothing about the test images leaks into training.
+  logits is the sigmoid of their difference), and argmax equals "sigmoid > 0.5". The 0.5 threshold
+  is therefore the released code's (the paper names no threshold).
+- ``fit(augment=True)`` adds what the paper leaves out: the eight dihedral symmetries, per batch.
+  Without them, at teaching scale, every RGB classifier memorises its training images (see
+  ``dihedral``); ``augment=False`` stays the default of ``fit``, the paper's protocol.
 - Besides F1 we report the image AUROC. F1 at the fixed threshold 0.5 depends on calibration: on a
   small imbalanced fold a classifier that ranks images well can still score F1 = 0 if it never
   crosses 0.5. AUROC measures the ranking alone, so it tells "learnt nothing" from "badly calibrated".
-- The standard deviation over folds is the population one (``numpy.std``); the paper does not say.
+  ``evaluate`` scores the CAAN's own head too: it reads only the map, so it shows what the map
+  knows, and whether the ADN's output carries it.
 """
 
-import csv
-import datetime
 import json
 import os
-import platform
 import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score, roc_auc_score
-from sklearn.model_selection import StratifiedKFold
 from torch import nn
 from tqdm.auto import tqdm
 
 from lea_tiny import autocast, check_int, get_device, seed_everything
-from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS, make_model
-from lea_tiny.colorize import fold_anomaly_maps, map_scale, scale_maps
+from lea_tiny.adn import ADN_NAMES
+from lea_tiny.attention import make_model
 
 PAPER_EPOCHS = 100  # Section 4-2, the classifiers
-PAPER_COLORIZER_EPOCHS = 500  # Section 4-2, the U-Net (with early stopping)
-METRICS = ("f1", "auroc")
 CHECKPOINT_FORMAT = "lea_tiny checkpoint 1"
-# Row labels as Table 3 prints them.
-ADN_LABELS = {"resnet18": "ResNet18", "resnet50": "ResNet50", "vgg16": "VGG16", "vgg19": "VGG19", "cnn": "CNN"}
-VARIANT_LABELS = {
-    "baseline": "{adn}",
-    "anomaly_map_input": "{adn} (AnomalyMap input)",
-    "4ch_input": "{adn} (4ch input)",
-    "attentioned_input": "{adn} (Attentioned input)",
-    "direct_attention": "{adn} + Direct Attention",
-    "caan_mobilenet": "{adn} + MobileNet-small CAAN",
-    "caan_resnet": "{adn} + ResNet-based CAAN",
-}
 
 
 # Checking what comes in ---------------------------------------------------------------------------
 def _check_lr(lr):
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
         raise ValueError(f"lr must be a positive number (or None for the paper's), got {lr!r}")
+
+
+def _check_bool(value, name):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
 def _check_labels(labels, count, name="labels"):
@@ -115,25 +99,6 @@ def _check_inputs(model, images, anomaly_maps, labels):
     return _check_labels(labels, images.shape[0])
 
 
-def _check_dataset(dataset, folds):
-    if not all(hasattr(dataset, name) for name in ("images", "labels")):
-        raise ValueError(f"dataset must be an AnomalyDataset (with .images and .labels), got {type(dataset).__name__}")
-    images = dataset.images
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 \
-            or images.shape[2] != images.shape[3]:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"dataset.images must be square RGB images of shape (N, 3, S, S), got {shape}")
-    labels = _check_labels(dataset.labels, images.shape[0], "dataset.labels")
-    _check_both_classes(labels, "the dataset")
-    check_int(folds, "folds", 2)
-    for label, name in ((0, "normal"), (1, "anomalous")):
-        count = int((labels == label).sum())
-        if count < folds:
-            raise ValueError(f"the dataset has {count} {name} images, fewer than folds={folds}: "
-                             f"each fold needs at least one image of each class")
-    return labels
-
-
 # Section 4-2 ------------------------------------------------------------------------------------
 def default_lr(adn_name):
     """The paper's Adam learning rate for an ADN: 1e-5 for the VGGs, 1e-4 for the others (Section 4-2).
@@ -141,8 +106,8 @@ def default_lr(adn_name):
     The paper gives 1e-4 for ResNet18 and 1e-5 for VGG16; ResNet50 and the basic CNN follow ResNet18,
     VGG19 follows VGG16.
     """
-    if adn_name not in ADN_LABELS:
-        raise ValueError(f"unknown ADN {adn_name!r}; expected one of {sorted(ADN_LABELS)}")
+    if adn_name not in ADN_NAMES:
+        raise ValueError(f"unknown ADN {adn_name!r}; expected one of {sorted(ADN_NAMES)}")
     return 1e-5 if adn_name.startswith("vgg") else 1e-4
 
 
@@ -169,16 +134,42 @@ def _on_device(device, images, anomaly_maps):
     return images, anomaly_maps
 
 
-def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, device=None, seed=0,
+# Augmentation -------------------------------------------------------------------------------------
+# The paper trains "without data augmentation". On a few dozen images that lets an RGB classifier
+# memorise its training set (training AUROC 1, held-out AUROC at chance: tutorial 07 shows both
+# curves). A fundus patch or a leaf has no preferred orientation, so the eight symmetries of the
+# square (the dihedral group D4: four rotations, each with or without a mirror) give eight views
+# of every image that are all equally "normal" or "anomalous". The image and its map move together.
+DIHEDRAL_TRANSFORMS = 8
+
+
+def dihedral(tensor, transform):
+    """Symmetry ``transform`` (0..7) of the square applied to the last two axes of ``tensor``.
+
+    transform = 4 * mirror + quarter_turns: rotate by quarter_turns * 90 degrees, then mirror left-right
+    if ``mirror``. 0 is the identity; every one of the eight is different for a square image.
+    """
+    mirror, quarter_turns = divmod(transform, 4)
+    tensor = torch.rot90(tensor, quarter_turns, dims=(-2, -1))
+    return tensor.flip(-1) if mirror else tensor
+
+
+def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, augment=False, device=None, seed=0,
         progress=True, compile=False):
     """Train ``model`` (from ``make_model``) on the joint loss of Eq. 1; return the per-epoch losses.
 
     images (N, 3, H, W) in [0, 1]; anomaly_maps (N, 1, H, W) scaled to [0, 1] (``scale_maps``);
     labels (N,) 0 = normal, 1 = anomalous, both present. Adam with ``lr`` (None: the paper's,
     ``default_lr(model.adn_name)``), ``batch_size`` images per step, reshuffled every epoch by a
-    torch.Generator seeded with ``seed``; no augmentation and no early stopping, so the last
-    epoch's weights are kept, as in the paper. A batch of a single image is skipped (BatchNorm
-    cannot train on one); that image waits for another epoch's shuffle.
+    torch.Generator seeded with ``seed``; no early stopping, so the last epoch's weights are kept,
+    as in the paper. ``augment=False`` is the paper's protocol; ``augment=True`` shows each batch
+    under one of the eight ``dihedral`` symmetries, drawn per batch from the same generator, the
+    same one for the images and their maps (the teaching configurations use it: see above). A batch
+    of a single image is skipped (BatchNorm cannot train on one); that image waits for another
+    epoch's shuffle.
+
+    ``seed`` covers the batch order, the symmetries drawn and dropout; it does not initialise the
+    model, which arrives with its weights (seed torch before ``make_model``, as ``cross_validate`` does).
 
     The data lives on the device as one tensor (small datasets; no DataLoader). On CUDA the model
     runs in bf16 autocast and channels_last; ``compile=True`` trains through ``torch.compile``.
@@ -190,6 +181,7 @@ def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, 
     check_int(epochs, "epochs", 1)
     check_int(batch_size, "batch_size", 2)  # BatchNorm trains on 2 images or more
     _check_lr(lr)
+    _check_bool(augment, "augment")
 
     device = get_device(device)
     seed_everything(seed)  # dropout, where a model has it
@@ -213,8 +205,12 @@ def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, 
             batch = order[start:start + batch_size]
             if len(batch) == 1:
                 continue
+            image_batch, map_batch = images[batch], anomaly_maps[batch]
+            if augment:
+                transform = int(torch.randint(DIHEDRAL_TRANSFORMS, (), generator=generator))
+                image_batch, map_batch = dihedral(image_batch, transform), dihedral(map_batch, transform)
             with autocast(device):
-                adn_logit, caan_logit = step_model(images[batch], anomaly_maps[batch])
+                adn_logit, caan_logit = step_model(image_batch, map_batch)
             loss, adn_loss, caan_loss = joint_loss(adn_logit, caan_logit, labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -232,282 +228,50 @@ def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, 
 
 # The paper's metric -----------------------------------------------------------------------------
 def anomaly_scores(model, images, anomaly_maps, batch_size=64):
-    """sigmoid(ADN logit) per image, (N,) float32 on the CPU: the model's probability of "anomalous".
+    """sigmoid of the ADN's and of the CAAN's logit per image: two (N,) float32 tensors on the CPU.
 
-    Runs the model as it is (call ``model.eval()`` first), on the model's device, batch by batch.
+    The ADN's is the model's probability of "anomalous"; the CAAN's (None for models without a
+    CAAN) is what its head alone, reading only the map, says. Runs the model as it is (call
+    ``model.eval()`` first), on the model's device, batch by batch.
     """
     device = next(model.parameters()).device
     images, anomaly_maps = _on_device(device, images, anomaly_maps)
-    scores = []
+    adn_scores, caan_scores = [], []
     with torch.inference_mode(), autocast(device):
         for image_batch, map_batch in zip(images.split(batch_size), anomaly_maps.split(batch_size)):
-            adn_logit, _ = model(image_batch, map_batch)
-            scores.append(torch.sigmoid(adn_logit.float()))
-    return torch.cat(scores).cpu()
+            adn_logit, caan_logit = model(image_batch, map_batch)
+            adn_scores.append(torch.sigmoid(adn_logit.float()))
+            if caan_logit is not None:
+                caan_scores.append(torch.sigmoid(caan_logit.float()))
+    return torch.cat(adn_scores).cpu(), torch.cat(caan_scores).cpu() if caan_scores else None
+
+
+def f1_and_auroc(scores, labels, threshold=0.5):
+    """F1 of the anomalous class at ``scores > threshold`` (``zero_division=0``) and the AUROC of ``scores``."""
+    truth = torch.as_tensor(labels).cpu().numpy()
+    scores = torch.as_tensor(scores).cpu().numpy()
+    return dict(f1=float(f1_score(truth, scores > threshold, zero_division=0)),
+                auroc=float(roc_auc_score(truth, scores)))
 
 
 def evaluate(model, images, anomaly_maps, labels, device=None):
-    """F1 of the anomalous class at threshold 0.5 (the paper's metric) and image AUROC.
+    """F1 of the anomalous class at threshold 0.5 and image AUROC, of the ADN and of the CAAN's head.
 
     An image counts as anomalous when sigmoid(ADN logit) > 0.5, the argmax of the released code's
     two softmax outputs. F1 with ``zero_division=0`` (no anomaly predicted and none present: 0).
-    The labels must hold both classes, since AUROC needs them. Returns dict(f1=float,
-    auroc=float, scores=(N,) tensor of sigmoid(ADN logit)); the model ends in eval mode on ``device``.
+    The labels must hold both classes, since AUROC needs them. Returns dict(f1=float, auroc=float,
+    scores=(N,) tensor of sigmoid(ADN logit)) and, for a model with a CAAN, caan_f1, caan_auroc and
+    caan_scores measured the same way on its own head. The model ends in eval mode on ``device``.
     """
     labels = _check_inputs(model, images, anomaly_maps, labels)
     _check_both_classes(labels, "the evaluation labels (AUROC needs both classes)")
     model.to(get_device(device)).eval()
-    scores = anomaly_scores(model, images, anomaly_maps)
-    truth = labels.cpu().numpy()
-    return dict(f1=float(f1_score(truth, (scores > 0.5).numpy(), zero_division=0)),
-                auroc=float(roc_auc_score(truth, scores.numpy())),
-                scores=scores)
-
-
-# Cross-validation (Section 4-2) ---------------------------------------------------------------------
-@dataclass
-class Fold:
-    """One fold of a stratified k-fold split, with the colour anomaly maps made for it.
-
-    ``anomaly_maps`` (N, H, W) are the CIEDE2000 maps of ALL images of the dataset, made by the
-    fold's own colourisers (trained on its training normals only); ``scale`` is ``map_scale`` of
-    the training images' maps; ``scaled_maps`` (N, 1, H, W) is what the networks read.
-    """
-    number: int
-    train_index: np.ndarray
-    test_index: np.ndarray
-    anomaly_maps: torch.Tensor
-    scale: float
-    scaled_maps: torch.Tensor = field(repr=False)
-
-
-def _fold_seed(seed, fold_number):
-    # Each fold gets its own seeds for colourisers, initialisation and batch order; the colourisers
-    # of one fold use seed .. seed + cross_fit, so a stride of 100 keeps folds apart.
-    return seed + 100 * fold_number
-
-
-def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER_COLORIZER_EPOCHS, cross_fit=2, device=None,
-                  progress=True):
-    """Split ``dataset`` into stratified folds and make each fold's colour anomaly maps; return [Fold].
-
-    The split is ``StratifiedKFold(folds, shuffle=True, random_state=seed)``. In each fold the
-    colourisers learn from the training normals only (``fold_anomaly_maps`` with ``cross_fit``
-    parts), and the scale is measured on the training maps. The colouriser part is the same for
-    every variant, so ``cross_validate`` and ``run_ablation`` take these folds and reuse them.
-    """
-    labels = _check_dataset(dataset, folds)
-    check_int(colorizer_epochs, "colorizer_epochs", 1)
-    check_int(cross_fit, "cross_fit", 2)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    splits = list(splitter.split(np.zeros(len(labels)), labels.numpy()))
-    prepared = []
-    for number, (train_index, test_index) in enumerate(tqdm(splits, desc="colour anomaly maps per fold",
-                                                            disable=not progress)):
-        maps = fold_anomaly_maps(dataset.images, labels, torch.from_numpy(train_index), epochs=colorizer_epochs,
-                                 cross_fit=cross_fit, seed=_fold_seed(seed, number), device=device)
-        scale = map_scale(maps[torch.from_numpy(train_index).to(maps.device)])
-        prepared.append(Fold(number, train_index, test_index, maps, scale, scale_maps(maps, scale)))
-    return prepared
-
-
-def _count_parameters(model):
-    return sum(parameter.numel() for parameter in model.parameters())
-
-
-@dataclass
-class CrossValidation:
-    """One variant's cross-validation: ``folds`` holds a dict per fold (f1, auroc, history, ...)."""
-    variant: str
-    adn: str
-    attention_point: int | None
-    params: int
-    folds: list
-
-    @property
-    def label(self):
-        """The row label of Table 3, e.g. "ResNet18 + MobileNet-small CAAN"."""
-        return VARIANT_LABELS[self.variant].format(adn=ADN_LABELS[self.adn])
-
-    @property
-    def mean(self):
-        return {metric: float(np.mean([fold[metric] for fold in self.folds])) for metric in METRICS}
-
-    @property
-    def std(self):
-        return {metric: float(np.std([fold[metric] for fold in self.folds])) for metric in METRICS}
-
-    def __str__(self):
-        return f"{self.mean['f1']:.3f} ± {self.std['f1']:.3f}"
-
-
-def _check_fold_maps(fold_maps, dataset, folds):
-    if not isinstance(fold_maps, (list, tuple)) or not all(isinstance(fold, Fold) for fold in fold_maps):
-        raise ValueError("fold_maps must be the list of folds returned by prepare_folds")
-    if len(fold_maps) != folds:
-        raise ValueError(f"fold_maps holds {len(fold_maps)} folds but folds={folds}")
-    if any(fold.scaled_maps.shape[0] != len(dataset.labels) for fold in fold_maps):
-        raise ValueError("fold_maps were prepared for a dataset of another size")
-
-
-def cross_validate(variant, dataset, folds=5, seed=0, adn="resnet18", attention_point=None, epochs=PAPER_EPOCHS,
-                   colorizer_epochs=PAPER_COLORIZER_EPOCHS, cross_fit=2, batch_size=16, lr=None, device=None,
-                   progress=True, fold_maps=None):
-    """Stratified k-fold cross-validation of one variant (Section 4-2); returns a CrossValidation.
-
-    Each fold: a fresh ``make_model(variant, adn, attention_point, image_size)`` (initialised from the
-    fold's seed), ``fit`` on the training part for ``epochs``, ``evaluate`` on the test part.
-    ``fold_maps`` from ``prepare_folds`` (same dataset and ``folds``) skips the colourisers; without
-    it they are trained here (``colorizer_epochs``, ``cross_fit``). ``seed`` seeds each fold's model
-    initialisation and batch order, and the split when the folds are made here. Same seed, same
-    numbers on the CPU. ``str(result)`` is "F1 mean ± std".
-    """
-    labels = _check_dataset(dataset, folds)
-    image_size = dataset.images.shape[-1]
-    # Build one model before any training so that a bad variant, ADN or point fails at once.
-    params = _count_parameters(make_model(variant, adn=adn, attention_point=attention_point, image_size=image_size))
-    check_int(epochs, "epochs", 1)
-    check_int(batch_size, "batch_size", 2)
-    _check_lr(lr)
-    if fold_maps is None:
-        fold_maps = prepare_folds(dataset, folds, seed, colorizer_epochs, cross_fit, device, progress)
-    _check_fold_maps(fold_maps, dataset, folds)
-
-    result = CrossValidation(variant, adn, attention_point, params, folds=[])
-    description = result.label + (f" at point {attention_point}" if attention_point else "")
-    for fold in tqdm(fold_maps, desc=description, disable=not progress, leave=False):
-        fold_seed = _fold_seed(seed, fold.number)
-        seed_everything(fold_seed)
-        model = make_model(variant, adn=adn, attention_point=attention_point, image_size=image_size)
-        train, test = torch.from_numpy(fold.train_index), torch.from_numpy(fold.test_index)
-        history = fit(model, dataset.images[train], fold.scaled_maps[train], labels[train], epochs=epochs, lr=lr,
-                      batch_size=batch_size, device=device, seed=fold_seed, progress=progress)
-        metrics = evaluate(model, dataset.images[test], fold.scaled_maps[test], labels[test], device=device)
-        result.folds.append(dict(fold=fold.number, f1=metrics["f1"], auroc=metrics["auroc"],
-                                 n_train=len(train), n_test=len(test), history=history))
+    adn_scores, caan_scores = anomaly_scores(model, images, anomaly_maps)
+    result = dict(f1_and_auroc(adn_scores, labels), scores=adn_scores)
+    if caan_scores is not None:
+        caan = f1_and_auroc(caan_scores, labels)
+        result.update(caan_f1=caan["f1"], caan_auroc=caan["auroc"], caan_scores=caan_scores)
     return result
-
-
-# Table 3 ----------------------------------------------------------------------------------------------
-def _format_params(count):
-    return f"{count / 1e6:.1f}M" if count >= 100_000 else f"{count / 1e3:.1f}k"
-
-
-@dataclass
-class AblationTable:
-    """Every cross-validation of an ablation run, with its configuration; prints as Table 3 in Markdown.
-
-    ``results`` holds one CrossValidation per variant and attention point; ``rows`` keeps, per
-    variant, the attention point with the best mean F1, as Table 3 does. ``fold_maps`` are the
-    folds the run trained on (from ``prepare_folds``; not saved, so None after ``load_results``).
-    """
-    results: list
-    config: dict
-    environment: dict
-    fold_maps: list = field(default=None, repr=False)
-
-    @property
-    def rows(self):
-        best = {}
-        for result in self.results:  # first of equal F1s wins: the earlier attention point
-            if result.variant not in best or result.mean["f1"] > best[result.variant].mean["f1"]:
-                best[result.variant] = result
-        return list(best.values())
-
-    def to_markdown(self):
-        lines = ["| model | params | F1 (best point) | AUROC |", "| --- | ---: | --- | --- |"]
-        for row in self.rows:
-            point = f" ({row.attention_point})" if row.variant in ATTENTION_VARIANTS else ""
-            auroc = f"{row.mean['auroc']:.3f} ± {row.std['auroc']:.3f}"
-            lines.append(f"| {row.label} | {_format_params(row.params)} | {row}{point} | {auroc} |")
-        return "\n".join(lines)
-
-    __str__ = to_markdown
-
-    def _repr_markdown_(self):
-        return self.to_markdown()
-
-    def save(self, out_dir):
-        """Write results.json (every fold, config, environment), results.csv and results.md to ``out_dir``."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        record = dict(config=self.config, environment=self.environment,
-                      results=[asdict(result) for result in self.results])
-        _write_atomically(out_dir / "results.json", lambda file: file.write(json.dumps(record, indent=1).encode()))
-        _write_atomically(out_dir / "results.md", lambda file: file.write((self.to_markdown() + "\n").encode()))
-        with open(out_dir / "results.csv", "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["model", "variant", "attention_point", "params", "f1_mean", "f1_std",
-                             "auroc_mean", "auroc_std"])
-            for row in self.rows:
-                writer.writerow([row.label, row.variant, row.attention_point or "", row.params, row.mean["f1"],
-                                 row.std["f1"], row.mean["auroc"], row.std["auroc"]])
-        return out_dir
-
-
-def _environment(device):
-    """What a run needs to be repeated: torch, the device, the CPU threads (see seed_everything), the date."""
-    device = get_device(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
-    return dict(torch=torch.__version__, device=str(device), device_name=name, threads=torch.get_num_threads(),
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-
-
-def run_ablation(dataset, adn="resnet18", variants=VARIANTS, attention_points=(1, 2, 3, 4, 5), folds=5, seed=0,
-                 epochs=PAPER_EPOCHS, colorizer_epochs=PAPER_COLORIZER_EPOCHS, cross_fit=2, batch_size=16, lr=None,
-                 out_dir=None, device=None, progress=True, fold_maps=None):
-    """Table 3 for one ADN: cross-validate every variant, each attention variant at every attention point.
-
-    The colourisers are trained once per fold (``prepare_folds``, or pass ``fold_maps``) and shared by
-    all variants. With ``out_dir`` the results are saved there (``AblationTable.save``). Returns an
-    AblationTable; print it for the Markdown table.
-    """
-    variants = tuple(variants)
-    attention_points = tuple(attention_points)
-    if not variants:
-        raise ValueError("variants is empty")
-    unknown = [variant for variant in variants if variant not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; expected some of {list(VARIANTS)}")
-    if any(variant in ATTENTION_VARIANTS for variant in variants) and not attention_points:
-        raise ValueError("attention_points is empty but attention variants were asked for")
-    runs = [(variant, point if variant in ATTENTION_VARIANTS else None)
-            for variant in variants for point in (attention_points if variant in ATTENTION_VARIANTS else (None,))]
-    _check_dataset(dataset, folds)
-    image_size = dataset.images.shape[-1]
-    for variant, point in runs:  # every model builds before hours of training start
-        make_model(variant, adn=adn, attention_point=point, image_size=image_size)
-    if fold_maps is None:
-        fold_maps = prepare_folds(dataset, folds, seed, colorizer_epochs, cross_fit, device, progress)
-
-    results = [cross_validate(variant, dataset, folds, seed, adn, point, epochs, colorizer_epochs, cross_fit,
-                              batch_size, lr, device, progress, fold_maps)
-               for variant, point in tqdm(runs, desc=f"ablation ({ADN_LABELS[adn]})", disable=not progress)]
-    labels = torch.as_tensor(dataset.labels)
-    config = dict(dataset=getattr(dataset, "name", "?"), n_normal=int((labels == 0).sum()),
-                  n_anomalous=int((labels == 1).sum()), image_size=image_size, adn=adn, variants=list(variants),
-                  attention_points=list(attention_points), folds=folds, seed=seed, epochs=epochs,
-                  colorizer_epochs=colorizer_epochs, cross_fit=cross_fit, batch_size=batch_size,
-                  lr=lr or default_lr(adn))
-    table = AblationTable(results, config, _environment(device), fold_maps)
-    if out_dir is not None:
-        table.save(out_dir)
-    return table
-
-
-def load_results(path):
-    """Read an ablation saved by ``run_ablation(out_dir=...)`` back: ``path`` is the folder or its results.json."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "results.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no saved results at {path}")
-    try:
-        record = json.loads(path.read_text())
-        results = [CrossValidation(**result) for result in record["results"]]
-        return AblationTable(results, record["config"], record["environment"])
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is not a results.json written by lea_tiny: {error}") from error
 
 
 # Checkpoints ----------------------------------------------------------------------------------------------

@@ -6,11 +6,13 @@ import sys
 
 import pytest
 
+import lea_tiny.__main__ as cli
 from lea_tiny.__main__ import main
-from lea_tiny.train import load_checkpoint, load_results
+from lea_tiny.compare import load_results
+from lea_tiny.train import load_checkpoint
 
-TINY = ["--image-size", "32", "--epochs", "1", "--colorizer-epochs", "1", "--folds", "2", "--n-normal", "12",
-        "--n-anomalous", "4", "--quiet"]
+TINY = ["--image-size", "32", "--epochs", "1", "--colorizer-epochs", "1", "--folds", "2", "--repeats", "1",
+        "--n-normal", "12", "--n-anomalous", "4", "--quiet"]
 
 
 def _exit_code(argv):
@@ -25,7 +27,8 @@ def test_python_dash_m_lea_tiny_explains_its_commands_and_options():
     result = subprocess.run([sys.executable, "-m", "lea_tiny", "demo", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     for option in ("--data", "--image-size", "--epochs", "--folds", "--adn", "--variants", "--attention-points",
-                   "--device", "--out", "--seed", "--n-normal", "--n-anomalous"):
+                   "--device", "--out", "--seed", "--n-normal", "--n-anomalous", "--repeats", "--augment",
+                   "--no-augment", "--normal-classes", "--choose-points"):
         assert option in result.stdout
     assert "the paper: 256" in result.stdout
 
@@ -67,10 +70,25 @@ def test_a_bad_value_found_later_ends_with_one_line_and_exit_code_2(capsys, tmp_
 def test_a_folder_with_embedded_data_counts_is_refused(capsys, tmp_path):
     assert _exit_code(["demo", "--data", str(tmp_path), "--n-normal", "5"]) == 2
     assert "apply to the embedded data only" in capsys.readouterr().err
+    assert _exit_code(["demo", "--normal-classes", "healthy"]) == 2
+    assert "--normal-classes applies to a folder" in capsys.readouterr().err
+
+
+def test_normal_classes_name_the_normal_folders_of_a_plantvillage_layout(tmp_path, monkeypatch):
+    asked = {}
+
+    def fake_load_folder(root, image_size, normal_classes):
+        asked.update(root=root, normal_classes=normal_classes)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(cli, "load_folder", fake_load_folder)
+    assert _exit_code(["demo", "--data", str(tmp_path), "--normal-classes", "Potato___healthy, Other"]) == 2
+    assert asked["normal_classes"] == ["Potato___healthy", "Other"]
 
 
 def test_a_tiny_demo_writes_its_table_figures_and_checkpoint(capsys, tmp_path):
-    argv = ["demo", *TINY, "--variants", "baseline,caan_mobilenet", "--attention-points", "1,3", "--out", str(tmp_path)]
+    argv = ["demo", *TINY, "--repeats", "2", "--variants", "baseline,caan_mobilenet", "--attention-points", "1,3",
+            "--out", str(tmp_path)]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| CNN |" in out and "| CNN + MobileNet-small CAAN |" in out
@@ -78,7 +96,11 @@ def test_a_tiny_demo_writes_its_table_figures_and_checkpoint(capsys, tmp_path):
         ["attention.png", "lea_net.pt", "maps.png", "results.csv", "results.json", "results.md"]
     results = load_results(tmp_path)
     assert results.config["image_size"] == 32 and results.config["attention_points"] == [1, 3]
-    assert len(results.results) == 3  # the baseline, and LEA-Net at two points
+    # the map alone, the baseline, LEA-Net at two points and at the point chosen on validation
+    assert [(result.variant, result.attention_point) for result in results.results] == \
+        [("map_alone", None), ("baseline", None), ("caan_mobilenet", 1), ("caan_mobilenet", 3), ("caan_mobilenet", None)]
+    assert results.config["augment"] is True and results.config["repeats"] == 2
+    assert "cannot be told apart" in out or "beat the baseline" in out or "fall behind" in out
     assert str(results) in out
     model, config = load_checkpoint(tmp_path / "lea_net.pt")
     best = next(row for row in results.rows if row.variant == "caan_mobilenet")

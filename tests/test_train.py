@@ -1,6 +1,4 @@
-"""Training and measuring LEA-Net (lea_tiny.train): Eq. 1, the paper's metric, folds, Table 3, checkpoints."""
-
-import json
+"""Training and measuring one LEA-Net (lea_tiny.train): Eq. 1, augmentation, the paper's metric, checkpoints."""
 
 import numpy as np
 import pytest
@@ -8,12 +6,11 @@ import torch
 from sklearn.metrics import f1_score, roc_auc_score
 from torch import nn
 
-import lea_tiny.train as train_module
+from lea_tiny.ablation import prepare_folds
 from lea_tiny.attention import make_model
-from lea_tiny.colorize import map_scale, scale_maps
-from lea_tiny.data import AnomalyDataset, make_dataset
-from lea_tiny.train import (AblationTable, CrossValidation, cross_validate, default_lr, evaluate, fit, joint_loss,
-                            load_checkpoint, load_results, prepare_folds, run_ablation, save_checkpoint)
+from lea_tiny.data import make_dataset
+from lea_tiny.train import (DIHEDRAL_TRANSFORMS, default_lr, dihedral, evaluate, fit, joint_loss, load_checkpoint,
+                            save_checkpoint)
 
 SIZE = 32
 
@@ -104,6 +101,52 @@ def test_fit_changes_the_weights_and_repeats_for_a_seed(training_data):
     assert not model.training  # left in eval mode
 
 
+# Augmentation ------------------------------------------------------------------------------------------
+def test_the_eight_dihedral_transforms_are_the_symmetries_of_the_square():
+    square = torch.arange(9.0).view(1, 3, 3)
+    seen = [dihedral(square, transform) for transform in range(DIHEDRAL_TRANSFORMS)]
+    assert torch.equal(seen[0], square)
+    assert len({tuple(view.flatten().tolist()) for view in seen}) == 8  # all different
+    torch.testing.assert_close(seen[1], torch.rot90(square, 1, dims=(-2, -1)))
+    torch.testing.assert_close(seen[4], square.flip(-1))
+    for view in seen:  # each is a permutation of the pixels
+        assert sorted(view.flatten().tolist()) == list(range(9))
+
+
+def test_augmentation_moves_images_and_maps_together(training_data, monkeypatch):
+    images, maps, labels = training_data
+    maps = images[:, :1].clone()  # a "map" that is the image's red channel: any misalignment shows
+    seen = []
+
+    class Spy(nn.Module):
+        adn_name, variant, attention_point = "cnn", "baseline", None
+
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(()))
+
+        def forward(self, rgb, anomaly_map):
+            seen.append((rgb.detach().clone(), anomaly_map.detach().clone()))
+            return rgb.mean(dim=(1, 2, 3)) * self.weight, None
+
+    fit(Spy(), images, maps, labels, epochs=3, batch_size=4, augment=True, progress=False)
+    assert all(torch.equal(rgb[:, :1], anomaly_map) for rgb, anomaly_map in seen)
+    originals = {tuple(image.flatten().tolist()) for image in images}
+    moved = [rgb for rgb, _ in seen if any(tuple(image.flatten().tolist()) not in originals for image in rgb)]
+    assert moved, "augment=True never showed a transformed batch"
+    seen.clear()
+    fit(Spy(), images, maps, labels, epochs=1, batch_size=4, augment=False, progress=False)
+    assert all(tuple(image.flatten().tolist()) in originals for rgb, _ in seen for image in rgb)
+
+
+def test_augmented_training_repeats_for_a_seed_and_differs_from_plain_training(training_data):
+    first = _fit("direct_attention", training_data, point=1, seed=3, batch_size=4, augment=True)[1]
+    assert first == _fit("direct_attention", training_data, point=1, seed=3, batch_size=4, augment=True)[1]
+    assert first != _fit("direct_attention", training_data, point=1, seed=3, batch_size=4)[1]
+    with pytest.raises(ValueError, match="augment must be True or False"):
+        _fit("baseline", training_data, augment=1)
+
+
 def test_fit_with_a_lone_last_image_skips_it(training_data):
     images, maps, labels = training_data  # 12 images, batch 11: the last batch would hold one image
     _, history = _fit("baseline", training_data, batch_size=len(labels) - 1)
@@ -172,6 +215,18 @@ def test_evaluate_matches_hand_computed_f1_and_auroc():
     torch.testing.assert_close(result["scores"], expected)
     assert result["f1"] == pytest.approx(f1_score(labels, expected > 0.5))
     assert result["auroc"] == pytest.approx(roc_auc_score(labels, expected))
+    assert "caan_auroc" not in result  # no CAAN, no CAAN head
+
+
+def test_evaluate_scores_the_caan_head_from_its_own_logit(training_data):
+    images, maps, labels = training_data
+    model = make_model("caan_resnet", adn="cnn", attention_point=2, image_size=SIZE).eval()
+    result = evaluate(model, images, maps, labels)
+    with torch.inference_mode():
+        caan_scores = torch.sigmoid(model(images, maps)[1])
+    torch.testing.assert_close(result["caan_scores"], caan_scores)
+    assert result["caan_auroc"] == pytest.approx(roc_auc_score(labels, caan_scores))
+    assert result["caan_f1"] == pytest.approx(f1_score(labels, caan_scores > 0.5, zero_division=0))
 
 
 def test_evaluate_counts_a_score_of_exactly_one_half_as_normal_and_has_no_zero_division():
@@ -185,144 +240,6 @@ def test_evaluate_counts_a_score_of_exactly_one_half_as_normal_and_has_no_zero_d
 def test_evaluate_needs_both_classes():
     with pytest.raises(ValueError, match="both classes"):
         evaluate(ScoreFromBrightness(), _constant_images([0.2, 0.5]), torch.zeros(2, 1, 4, 4), torch.tensor([1, 1]))
-
-
-# Folds -------------------------------------------------------------------------------------------------
-def test_prepare_folds_gives_stratified_disjoint_folds_with_training_scaled_maps(dataset, folds):
-    labels = dataset.labels.numpy()
-    assert len(folds) == 2
-    tested = np.concatenate([fold.test_index for fold in folds])
-    assert sorted(tested.tolist()) == list(range(len(labels)))
-    for fold in folds:
-        assert set(fold.train_index.tolist()).isdisjoint(fold.test_index.tolist())
-        assert labels[fold.test_index].sum() == labels.sum() / 2  # stratified: 4 of the 8 anomalies each
-        assert fold.anomaly_maps.shape == (len(labels), SIZE, SIZE)
-        assert fold.scale == map_scale(fold.anomaly_maps[torch.from_numpy(fold.train_index)])
-        torch.testing.assert_close(fold.scaled_maps, scale_maps(fold.anomaly_maps, fold.scale))
-
-
-def test_prepare_folds_trains_colourisers_on_each_folds_training_part_only(dataset, monkeypatch):
-    calls = []
-
-    def fake_fold_anomaly_maps(images, labels, train_index, *, epochs, cross_fit, seed, device):
-        calls.append((train_index.tolist(), epochs, cross_fit, seed))
-        maps = torch.rand(len(images), SIZE, SIZE)
-        maps[~torch.isin(torch.arange(len(images)), train_index)] = 1000.0  # test maps must not move the scale
-        return maps
-
-    monkeypatch.setattr(train_module, "fold_anomaly_maps", fake_fold_anomaly_maps)
-    prepared = prepare_folds(dataset, folds=3, seed=5, colorizer_epochs=7, cross_fit=3, progress=False)
-    for fold, (train_index, epochs, cross_fit, seed) in zip(prepared, calls):
-        assert train_index == fold.train_index.tolist() and (epochs, cross_fit) == (7, 3)
-        assert fold.scale < 1
-    assert len({seed for *_, seed in calls}) == 3  # each fold's colourisers get their own seed
-
-
-@pytest.mark.parametrize("counts, folds, message", [
-    ((5, 2), 3, "2 anomalous images, fewer than folds=3"),
-    ((2, 5), 3, "2 normal images, fewer than folds=3"),
-    ((6, 0), 2, "only normal"),
-    ((6, 3), 1, "folds must be an int >= 2"),
-])
-def test_prepare_folds_rejects_data_that_cannot_be_split(counts, folds, message):
-    labels = torch.tensor([0] * counts[0] + [1] * counts[1])
-    dataset = AnomalyDataset(torch.rand(len(labels), 3, SIZE, SIZE), labels, masks=None, name="counts")
-    with pytest.raises(ValueError, match=message):
-        prepare_folds(dataset, folds=folds, colorizer_epochs=1, progress=False)
-
-
-def test_cross_validate_repeats_for_a_seed_and_summarises_the_folds(dataset, folds):
-    def run(**kwargs):
-        return cross_validate("caan_mobilenet", dataset, folds=2, seed=0, adn="cnn", attention_point=3, epochs=1,
-                              progress=False, **kwargs)
-
-    first = run(fold_maps=folds)
-    again = run(fold_maps=folds)
-    assert first.folds == again.folds
-    assert [fold["fold"] for fold in first.folds] == [0, 1]
-    assert [fold["n_test"] for fold in first.folds] == [len(fold.test_index) for fold in folds]
-    assert first.mean["f1"] == pytest.approx(np.mean([fold["f1"] for fold in first.folds]))
-    assert first.std["auroc"] == pytest.approx(np.std([fold["auroc"] for fold in first.folds]))
-    assert str(first) == f"{first.mean['f1']:.3f} ± {first.std['f1']:.3f}"
-    assert first.label == "CNN + MobileNet-small CAAN"
-    assert first.params == sum(p.numel() for p in make_model("caan_mobilenet", "cnn", 3, SIZE).parameters())
-
-
-def test_cross_validate_with_another_seed_trains_other_models_on_the_same_folds(dataset, folds):
-    def run(seed):
-        return cross_validate("baseline", dataset, folds=2, seed=seed, adn="cnn", epochs=1, batch_size=4,
-                              progress=False, fold_maps=folds)
-
-    assert [fold["history"] for fold in run(1).folds] != [fold["history"] for fold in run(0).folds]
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(variant="resnet"), "variant"),
-    (dict(variant="caan_resnet"), "attention_point"),
-    (dict(variant="baseline", adn="alexnet"), "alexnet"),
-    (dict(variant="baseline", epochs=0), "epochs"),
-])
-def test_cross_validate_rejects_bad_settings_before_training(dataset, folds, kwargs, message):
-    kwargs = dict(dict(adn="cnn", epochs=1), **kwargs)
-    with pytest.raises(ValueError, match=message):
-        cross_validate(dataset=dataset, folds=2, progress=False, fold_maps=folds, **kwargs)
-
-
-def test_cross_validate_rejects_folds_of_another_split(dataset, folds):
-    with pytest.raises(ValueError, match="fold_maps holds 2 folds but folds=3"):
-        cross_validate("baseline", dataset, folds=3, adn="cnn", epochs=1, progress=False, fold_maps=folds)
-
-
-# Table 3 -----------------------------------------------------------------------------------------------
-def _result(variant, point, f1s):
-    return CrossValidation(variant, "resnet18", point, 11_200_000,
-                           [dict(fold=i, f1=f1, auroc=0.5 + f1 / 2) for i, f1 in enumerate(f1s)])
-
-
-def test_the_table_keeps_the_best_attention_point_by_mean_f1():
-    table = AblationTable([_result("baseline", None, [0.6, 0.7]), _result("caan_mobilenet", 1, [0.5, 0.7]),
-                           _result("caan_mobilenet", 2, [0.9, 0.9]), _result("caan_mobilenet", 3, [0.875, 0.875]),
-                           _result("caan_mobilenet", 4, [0.9, 0.9])],  # a tie: the earlier point stays
-                          config={}, environment={})
-    assert [(row.variant, row.attention_point) for row in table.rows] == [("baseline", None), ("caan_mobilenet", 2)]
-    lines = str(table).splitlines()
-    assert lines[0] == "| model | params | F1 (best point) | AUROC |"
-    assert lines[2] == "| ResNet18 | 11.2M | 0.650 ± 0.050 | 0.825 ± 0.025 |"
-    assert lines[3] == "| ResNet18 + MobileNet-small CAAN | 11.2M | 0.900 ± 0.000 (2) | 0.950 ± 0.000 |"
-
-
-def test_run_ablation_runs_every_variant_at_every_point_and_saves_what_load_results_reads(dataset, folds, tmp_path):
-    table = run_ablation(dataset, adn="cnn", variants=("baseline", "direct_attention"), attention_points=(1, 4),
-                         folds=2, epochs=1, out_dir=tmp_path, progress=False, fold_maps=folds)
-    assert [(result.variant, result.attention_point) for result in table.results] == \
-        [("baseline", None), ("direct_attention", 1), ("direct_attention", 4)]
-    assert [row.variant for row in table.rows] == ["baseline", "direct_attention"]
-    assert table.fold_maps is folds
-    assert table.config["adn"] == "cnn" and table.config["lr"] == 1e-4 and table.config["n_anomalous"] == 8
-    assert {"torch", "device", "device_name", "threads", "date"} <= set(table.environment)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["results.csv", "results.json", "results.md"]
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert len(saved["results"]) == 3 and all(len(result["folds"]) == 2 for result in saved["results"])
-    assert (tmp_path / "results.md").read_text() == str(table) + "\n"
-    assert len((tmp_path / "results.csv").read_text().splitlines()) == 3  # header + one row per variant
-    loaded = load_results(tmp_path)
-    assert str(loaded) == str(table) and loaded.results == table.results and loaded.config == table.config
-    assert loaded.fold_maps is None
-
-
-def test_run_ablation_rejects_unknown_variants_before_training(dataset):
-    with pytest.raises(ValueError, match="unknown variant"):
-        run_ablation(dataset, adn="cnn", variants=("baseline", "lea"), folds=2, progress=False)
-    with pytest.raises(ValueError, match="attention_points is empty"):
-        run_ablation(dataset, adn="cnn", variants=("caan_resnet",), attention_points=(), folds=2, progress=False)
-
-
-def test_load_results_reports_a_missing_or_foreign_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no saved results"):
-        load_results(tmp_path)
-    (tmp_path / "results.json").write_text('{"something": "else"}')
-    with pytest.raises(ValueError, match="not a results.json written by lea_tiny"):
-        load_results(tmp_path / "results.json")
 
 
 # Checkpoints -------------------------------------------------------------------------------------------

@@ -1,0 +1,328 @@
+"""Section 4-2 and Table 3: cross-validation and the ablation, measured so that it can decide.
+
+The paper cross-validates every row of Table 3 with five stratified folds, once, and reports the F1
+of the anomalous class as mean ± std, for attention models at the best of the five attention
+points. On a few hundred images the spread between folds is as large as the differences between
+rows, and choosing the best of five points on the test folds flatters the attention rows. So
+lea_tiny measures the same rows in a way that can decide:
+
+- **Repeated folds.** ``repeats`` differently seeded stratified k-fold splits; every variant of an
+  ablation sees the same splits and the same colour anomaly maps, so two rows can be compared fold
+  by fold (paired), which removes the part of the noise that comes from which images a fold holds.
+- **An interval, not a ranking.** ``paired_difference`` gives the mean paired difference with a
+  95 % interval; an interval that covers 0 means the two rows cannot be told apart on this data.
+- **A fairly chosen point.** Beside Table 3's best point on the test folds, ``choose_point`` picks
+  the point on a validation split inside each training part, so it competes with the baseline on
+  equal terms; the gap between the two rows is what selection on the test folds adds.
+- **Where the knowledge is.** ``map_alone`` scores each image by its colour anomaly map with no
+  training (chapter 4's image score), and each CAAN's own head gets a row: if those beat the ADN's
+  output, the ADN does not carry what the map knows.
+
+Read top to bottom:
+    prepare_folds       repeats x folds, each fold with its own colourisers and scaled maps
+    cross_validate      one variant over every fold of every repeat
+    map_alone           the colour anomaly map as a detector, with no training
+    choose_point        an attention point chosen on validation data inside a training part
+    run_ablation        all of it for one ADN, saved as it goes; the table is ``lea_tiny.compare``
+
+Where lea_tiny departs from the paper: folds are seeded (the released code's are not reproducible);
+inside each fold the colouriser learns from that fold's training normals only and the training
+normals get cross-fitted maps (``lea_tiny.colorize.fold_anomaly_maps``); standard deviations over
+folds are the population ones (``numpy.std``; the paper does not say).
+"""
+
+import datetime
+import platform
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.metrics import precision_recall_curve
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from tqdm.auto import tqdm
+
+from lea_tiny import check_int, get_device, seed_everything
+from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, VARIANTS, make_model
+from lea_tiny.colorize import fold_anomaly_maps, image_score, map_scale, scale_maps
+from lea_tiny.compare import ADN_LABELS, AblationTable, CrossValidation
+from lea_tiny.train import (PAPER_EPOCHS, _check_bool, _check_both_classes, _check_labels, _check_lr,
+                            _write_atomically, default_lr, evaluate, f1_and_auroc, fit)
+
+PAPER_COLORIZER_EPOCHS = 500  # Section 4-2, the U-Net (with early stopping)
+VALIDATION_FRACTION = 1 / 3  # of a training part, for choose_point
+def _check_dataset(dataset, folds):
+    if not all(hasattr(dataset, name) for name in ("images", "labels")):
+        raise ValueError(f"dataset must be an AnomalyDataset (with .images and .labels), got {type(dataset).__name__}")
+    images = dataset.images
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 \
+            or images.shape[2] != images.shape[3]:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"dataset.images must be square RGB images of shape (N, 3, S, S), got {shape}")
+    labels = _check_labels(dataset.labels, images.shape[0], "dataset.labels")
+    _check_both_classes(labels, "the dataset")
+    check_int(folds, "folds", 2)
+    for label, name in ((0, "normal"), (1, "anomalous")):
+        count = int((labels == label).sum())
+        if count < folds:
+            raise ValueError(f"the dataset has {count} {name} images, fewer than folds={folds}: "
+                             f"each fold needs at least one image of each class")
+    return labels
+
+
+# Folds: repeats x k stratified splits, each with its own colour anomaly maps ---------------------------------
+@dataclass
+class Fold:
+    """One fold of one repeat of a stratified k-fold split, with the colour anomaly maps made for it.
+
+    ``anomaly_maps`` (N, H, W) are the CIEDE2000 maps of ALL images of the dataset, made by the
+    fold's own colourisers (trained on its training normals only); ``scale`` is ``map_scale`` of
+    the training images' maps; ``scaled_maps`` (N, 1, H, W) is what the networks read.
+    """
+    number: int
+    train_index: np.ndarray
+    test_index: np.ndarray
+    anomaly_maps: torch.Tensor
+    scale: float
+    scaled_maps: torch.Tensor = field(repr=False)
+    repeat: int = 0
+
+
+def _split_seed(seed, repeat):
+    return seed + 10_000 * repeat
+
+
+def _fold_seed(seed, fold_number, repeat=0):
+    # Each fold gets its own seeds for colourisers, initialisation and batch order; the colourisers
+    # of one fold use seed .. seed + cross_fit, so a stride of 100 keeps folds apart (and 10,000 repeats).
+    return _split_seed(seed, repeat) + 100 * fold_number
+
+
+def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER_COLORIZER_EPOCHS, cross_fit=2, device=None,
+                  progress=True, repeats=1):
+    """Split ``dataset`` ``repeats`` times into stratified folds and make each fold's maps; return [Fold].
+
+    Repeat r splits with ``StratifiedKFold(folds, shuffle=True, random_state=seed + 10000 r)``
+    (repeat 0 is the single split of the paper's protocol). In each fold the colourisers learn from
+    the training normals only (``fold_anomaly_maps`` with ``cross_fit`` parts), and the scale is
+    measured on the training maps. The colouriser part is the same for every variant, so
+    ``cross_validate`` and ``run_ablation`` take these folds and reuse them.
+    """
+    labels = _check_dataset(dataset, folds)
+    check_int(colorizer_epochs, "colorizer_epochs", 1)
+    check_int(cross_fit, "cross_fit", 2)
+    check_int(repeats, "repeats", 1)
+    splits = [(repeat, number, train_index, test_index) for repeat in range(repeats)
+              for number, (train_index, test_index) in enumerate(
+                  StratifiedKFold(n_splits=folds, shuffle=True, random_state=_split_seed(seed, repeat))
+                  .split(np.zeros(len(labels)), labels.numpy()))]
+    prepared = []
+    for repeat, number, train_index, test_index in tqdm(splits, desc="colour anomaly maps per fold",
+                                                        disable=not progress):
+        train = torch.from_numpy(train_index)
+        maps = fold_anomaly_maps(dataset.images, labels, train, epochs=colorizer_epochs, cross_fit=cross_fit,
+                                 seed=_fold_seed(seed, number, repeat), device=device)
+        scale = map_scale(maps[train.to(maps.device)])
+        prepared.append(Fold(number, train_index, test_index, maps, scale, scale_maps(maps, scale), repeat))
+    return prepared
+
+
+def _check_fold_maps(fold_maps, dataset, folds, repeats):
+    if not isinstance(fold_maps, (list, tuple)) or not all(isinstance(fold, Fold) for fold in fold_maps):
+        raise ValueError("fold_maps must be the list of folds returned by prepare_folds")
+    if len(fold_maps) != folds * repeats:
+        raise ValueError(f"fold_maps holds {len(fold_maps)} folds but folds={folds} x repeats={repeats} "
+                         f"= {folds * repeats}")
+    if any(fold.scaled_maps.shape[0] != len(dataset.labels) for fold in fold_maps):
+        raise ValueError("fold_maps were prepared for a dataset of another size")
+
+
+# One variant over every fold ---------------------------------------------------------------------------------
+def _count_parameters(model):
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def cross_validate(variant, dataset, folds=5, seed=0, adn="resnet18", attention_point=None, epochs=PAPER_EPOCHS,
+                   colorizer_epochs=PAPER_COLORIZER_EPOCHS, cross_fit=2, batch_size=16, lr=None, device=None,
+                   progress=True, fold_maps=None, repeats=1, augment=False):
+    """Stratified k-fold cross-validation of one variant, ``repeats`` times; returns a CrossValidation.
+
+    Each fold: a fresh ``make_model(variant, adn, attention_point, image_size)`` (initialised from the
+    fold's seed), ``fit`` on the training part for ``epochs`` (with ``augment``), ``evaluate`` on the
+    test part. ``fold_maps`` from ``prepare_folds`` (same dataset, ``folds`` and ``repeats``) skips the
+    colourisers; without it they are trained here. ``seed`` seeds each fold's model initialisation
+    and batch order, and the splits when the folds are made here. Same seed, same numbers on the CPU.
+    """
+    labels = _check_dataset(dataset, folds)
+    image_size = dataset.images.shape[-1]
+    # Build one model before any training so that a bad variant, ADN or point fails at once.
+    params = _count_parameters(make_model(variant, adn=adn, attention_point=attention_point, image_size=image_size))
+    check_int(epochs, "epochs", 1)
+    check_int(batch_size, "batch_size", 2)
+    check_int(repeats, "repeats", 1)
+    _check_lr(lr)
+    _check_bool(augment, "augment")
+    if fold_maps is None:
+        fold_maps = prepare_folds(dataset, folds, seed, colorizer_epochs, cross_fit, device, progress, repeats)
+    _check_fold_maps(fold_maps, dataset, folds, repeats)
+
+    result = CrossValidation(variant, adn, attention_point, params, folds=[])
+    description = result.label + (f" at point {attention_point}" if attention_point else "")
+    for fold in tqdm(fold_maps, desc=description, disable=not progress, leave=False):
+        fold_seed = _fold_seed(seed, fold.number, fold.repeat)
+        seed_everything(fold_seed)
+        model = make_model(variant, adn=adn, attention_point=attention_point, image_size=image_size)
+        train, test = torch.from_numpy(fold.train_index), torch.from_numpy(fold.test_index)
+        history = fit(model, dataset.images[train], fold.scaled_maps[train], labels[train], epochs=epochs, lr=lr,
+                      batch_size=batch_size, augment=augment, device=device, seed=fold_seed, progress=progress)
+        metrics = evaluate(model, dataset.images[test], fold.scaled_maps[test], labels[test], device=device)
+        record = dict(repeat=fold.repeat, fold=fold.number, n_train=len(train), n_test=len(test), history=history)
+        record.update({name: value for name, value in metrics.items() if not name.endswith("scores")})
+        result.folds.append(record)
+    return result
+
+
+# The map alone, and a fairly chosen attention point ---------------------------------------------------------
+def _best_f1_threshold(scores, labels):
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return float(thresholds[np.argmax(f1[:-1])])
+
+
+def map_alone(dataset, fold_maps, adn="resnet18"):
+    """The colour anomaly map as a detector with no training: ``image_score`` of each test image's map.
+
+    AUROC needs no threshold; for F1 the threshold is the one with the best F1 on the fold's training
+    images (their maps are cross-fitted, so they are what an unseen image's map looks like). ``adn``
+    only names the table the row belongs to.
+    """
+    labels = torch.as_tensor(dataset.labels)
+    result = CrossValidation("map_alone", adn, None, 0, folds=[])
+    for fold in fold_maps:
+        scores = image_score(fold.anomaly_maps).cpu().numpy()
+        train, test = fold.train_index, fold.test_index
+        threshold = _best_f1_threshold(scores[train], labels[train].numpy())
+        metrics = f1_and_auroc(torch.from_numpy(scores[test]), labels[test], threshold)
+        result.folds.append(dict(repeat=fold.repeat, fold=fold.number, n_train=len(train), n_test=len(test),
+                                 threshold=threshold, **metrics))
+    return result
+
+
+def choose_point(variant, dataset, fold, points=ATTENTION_POINTS, *, adn, epochs, batch_size=16, lr=None,
+                 augment=False, seed=0, device=None):
+    """The attention point with the best validation AUROC inside ``fold``'s training part; (point, {point: AUROC}).
+
+    A stratified third of the training part is held out (``train_test_split``, seeded by the fold);
+    the variant is trained at each point on the rest, exactly as ``cross_validate`` trains it, and
+    scored on the held-out third. No test image is looked at. AUROC rather than F1 because on a
+    validation third of a small fold F1 at 0.5 takes only a few values; the first of equal AUROCs wins.
+    """
+    labels = torch.as_tensor(dataset.labels)
+    train = fold.train_index
+    fold_seed = _fold_seed(seed, fold.number, fold.repeat)
+    inner_train, validation = (torch.from_numpy(part) for part in train_test_split(
+        train, test_size=VALIDATION_FRACTION, stratify=labels[train].numpy(), random_state=fold_seed))
+    image_size = dataset.images.shape[-1]
+    aurocs = {}
+    for point in points:
+        seed_everything(fold_seed)
+        model = make_model(variant, adn=adn, attention_point=point, image_size=image_size)
+        fit(model, dataset.images[inner_train], fold.scaled_maps[inner_train], labels[inner_train], epochs=epochs,
+            lr=lr, batch_size=batch_size, augment=augment, device=device, seed=fold_seed, progress=False)
+        aurocs[point] = evaluate(model, dataset.images[validation], fold.scaled_maps[validation], labels[validation],
+                                 device=device)["auroc"]
+    return max(aurocs, key=aurocs.get), aurocs
+
+
+def fair_point_row(results_by_point, chosen):
+    """The row whose fold (repeat, fold) is taken from the point ``chosen[(repeat, fold)]``.
+
+    ``results_by_point`` maps point -> CrossValidation of one variant; since ``cross_validate`` trains
+    a fold at a point the same way whoever asks, the chosen point's fold is reused, not retrained.
+    """
+    first = next(iter(results_by_point.values()))
+    folds = []
+    for index, fold in enumerate(first.folds):
+        point, aurocs = chosen[(fold["repeat"], fold["fold"])]
+        folds.append(dict(results_by_point[point].folds[index], attention_point=point,
+                          validation_auroc={str(p): auroc for p, auroc in aurocs.items()}))
+    return CrossValidation(first.variant, first.adn, None, first.params, folds)
+
+
+
+
+# All of it for one ADN ----------------------------------------------------------------------------------------
+def _environment(device):
+    """What a run needs to be repeated: torch, the device, the CPU threads (see seed_everything), the date."""
+    device = get_device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
+    return dict(torch=torch.__version__, device=str(device), device_name=name, threads=torch.get_num_threads(),
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+
+
+def _planned_runs(dataset, adn, variants, attention_points):
+    """(variant, point) for every cross-validation, each model built once so that bad settings fail now."""
+    if isinstance(variants, str):
+        raise ValueError(f"variants must be a list of variant names, got the string {variants!r}")
+    variants, attention_points = tuple(variants), tuple(attention_points)
+    if not variants:
+        raise ValueError("variants is empty")
+    unknown = [variant for variant in variants if variant not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; expected some of {list(VARIANTS)}")
+    if any(variant in ATTENTION_VARIANTS for variant in variants) and not attention_points:
+        raise ValueError("attention_points is empty but attention variants were asked for")
+    runs = [(variant, point if variant in ATTENTION_VARIANTS else None)
+            for variant in variants for point in (attention_points if variant in ATTENTION_VARIANTS else (None,))]
+    for variant, point in runs:
+        make_model(variant, adn=adn, attention_point=point, image_size=dataset.images.shape[-1])
+    return variants, attention_points, runs
+
+
+def run_ablation(dataset, adn="resnet18", variants=VARIANTS, attention_points=ATTENTION_POINTS, folds=5, seed=0,
+                 epochs=PAPER_EPOCHS, colorizer_epochs=PAPER_COLORIZER_EPOCHS, cross_fit=2, batch_size=16, lr=None,
+                 out_dir=None, device=None, progress=True, fold_maps=None, repeats=1, augment=False,
+                 choose_points=None):
+    """Table 3 for one ADN: the map alone, then every variant, each attention variant at every point.
+
+    The colourisers are trained once per fold of every repeat (``prepare_folds``, or pass
+    ``fold_maps``) and shared by all variants, so every row is measured on the same folds and maps.
+    ``choose_points`` (default: when more than one attention point is tried) adds, per attention
+    variant, the row whose point ``choose_point`` picks on validation data inside each training part.
+    With ``out_dir`` the table is saved there after every finished cross-validation
+    (``AblationTable.save``). Returns an AblationTable; print it for the Markdown table.
+    """
+    labels = _check_dataset(dataset, folds)
+    variants, attention_points, runs = _planned_runs(dataset, adn, variants, attention_points)
+    choose_points = len(attention_points) > 1 if choose_points is None else choose_points
+    _check_bool(choose_points, "choose_points")
+    for name, value, minimum in (("epochs", epochs, 1), ("batch_size", batch_size, 2), ("repeats", repeats, 1)):
+        check_int(value, name, minimum)
+    _check_lr(lr)
+    _check_bool(augment, "augment")
+    config = dict(dataset=getattr(dataset, "name", "?"), n_normal=int((labels == 0).sum()),
+                  n_anomalous=int((labels == 1).sum()), image_size=dataset.images.shape[-1], adn=adn,
+                  variants=list(variants), attention_points=list(attention_points), folds=folds, repeats=repeats,
+                  seed=seed, epochs=epochs, colorizer_epochs=colorizer_epochs, cross_fit=cross_fit,
+                  batch_size=batch_size, lr=lr or default_lr(adn), augment=augment, choose_points=choose_points)
+    if fold_maps is None:
+        fold_maps = prepare_folds(dataset, folds, seed, colorizer_epochs, cross_fit, device, progress, repeats)
+    _check_fold_maps(fold_maps, dataset, folds, repeats)
+    table = AblationTable([map_alone(dataset, fold_maps, adn)], config, _environment(device), fold_maps)
+    training = dict(folds=folds, seed=seed, adn=adn, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+                    progress=progress, fold_maps=fold_maps, repeats=repeats, augment=augment)
+
+    def finished(result):
+        table.results.append(result)
+        if out_dir is not None:
+            table.save(out_dir)
+
+    for variant, point in tqdm(runs, desc=f"ablation ({ADN_LABELS[adn]})", disable=not progress):
+        finished(cross_validate(variant, dataset, attention_point=point, **training))
+        last_point = point == attention_points[-1]
+        if choose_points and variant in ATTENTION_VARIANTS and last_point:
+            by_point = {result.attention_point: result for result in table.results if result.variant == variant}
+            chosen = {(fold.repeat, fold.number): choose_point(
+                variant, dataset, fold, attention_points, adn=adn, epochs=epochs, batch_size=batch_size, lr=lr,
+                augment=augment, seed=seed, device=device) for fold in fold_maps}
+            finished(fair_point_row(by_point, chosen))
+    return table
