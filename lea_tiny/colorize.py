@@ -22,8 +22,9 @@ Read top to bottom:
     fold_anomaly_maps   maps for one cross-validation fold, without leakage
     map_scale           one dataset-level scale, measured on training maps
     scale_maps          the map as the networks downstream read it
+    image_score         one score per image: the mean of its map's hottest 1 %
 
-Where lea_tiny departs from the released code (see /work/shared/paper/official-code-notes.md):
+Where lea_tiny departs from the released code (docs/released_code.md describes it):
 - The map is CIEDE2000 on true L*a*b*. The released code converts its (already L*a*b*) arrays
   "from RGB to Lab" a second time before CIEDE2000, which gives a different map
   (tutorial 04 measures how different).
@@ -59,6 +60,7 @@ AB_OFFSET = 128.0
 AB_SCALE = 255.0
 FANCY_PCA_ALPHA = 0.08  # the released code's value (Krizhevsky et al. used 0.1)
 MAP_PERCENTILE = 99.0
+IMAGE_SCORE_TOP = 0.01  # the hottest 1 % of a map's pixels
 
 
 def _check_images(images, name="images"):
@@ -429,3 +431,29 @@ def scale_maps(maps, scale):
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
         raise ValueError(f"scale must be a positive finite number (from map_scale), got {scale!r}")
     return (maps.float() / scale).clamp(0.0, 1.0).unsqueeze(1)
+
+
+# The map as a detector on its own ---------------------------------------------------------------
+def image_score(anomaly_maps, top=IMAGE_SCORE_TOP):
+    """One anomaly score per image: the mean of the hottest ``top`` fraction of its map's pixels.
+
+    A lesion covers a small part of an image: the mean of the whole map dilutes it in the healthy
+    rest, and the hottest pixel alone follows whatever single pixel the colouriser got most wrong.
+    The mean of the hottest ``max(1, round(top * H * W))`` pixels (1 % by default) lies between the
+    two. This is the score tutorial 04 ranks images by, with no network trained on labels.
+
+    anomaly_maps: (N, H, W) or (N, 1, H, W), finite and >= 0: raw CIEDE2000 maps (``anomaly_map``)
+    or scaled ones (``scale_maps``). top: a fraction in (0, 1]. Returns (N,) float32 on the maps'
+    device.
+    """
+    is_tensor = isinstance(anomaly_maps, torch.Tensor)
+    if not is_tensor or not (anomaly_maps.ndim == 3 or (anomaly_maps.ndim == 4 and anomaly_maps.shape[1] == 1)):
+        got = tuple(anomaly_maps.shape) if is_tensor else type(anomaly_maps).__name__
+        raise ValueError(f"anomaly_maps must be a torch.Tensor of shape (N, H, W) or (N, 1, H, W), got {got}")
+    maps = anomaly_maps.reshape(anomaly_maps.shape[0], *anomaly_maps.shape[-2:])
+    _check_maps(maps, "anomaly_maps")
+    if isinstance(top, bool) or not isinstance(top, (int, float)) or not 0 < top <= 1:
+        raise ValueError(f"top must be a fraction in (0, 1] of each map's pixels, got {top!r}")
+    pixels = maps.flatten(1).float()
+    hottest = max(1, round(pixels.shape[1] * top))
+    return pixels.topk(hottest, dim=1).values.mean(dim=1)

@@ -8,7 +8,7 @@ from torch import nn
 
 import lea_tiny.colorize as colorize_module
 from lea_tiny.colorize import (UNet, anomaly_map, colorize, cross_fitted_maps, fancy_pca, fold_anomaly_maps,
-                               map_scale, scale_maps, train_colorizer)
+                               image_score, map_scale, scale_maps, train_colorizer)
 
 
 def _images(count, size, seed=0, low=0.0, high=1.0):
@@ -392,3 +392,38 @@ def test_map_scaling_rejects_a_bad_scale_or_percentile():
             map_scale(maps, percentile)
     with pytest.raises(ValueError, match="all zero"):
         map_scale(torch.zeros(2, 8, 8))
+
+
+# The image score -----------------------------------------------------------------------------------
+def test_image_score_is_the_mean_of_each_maps_hottest_pixels():
+    # Two 10 x 10 maps: the values 0, 1, ..., 99 in scrambled order, and the same with its 0 made 500.
+    ramp = torch.arange(100.0)[torch.randperm(100, generator=torch.Generator().manual_seed(0))].reshape(10, 10)
+    spiked = torch.where(ramp == 0, 500.0, ramp)
+    maps = torch.stack([ramp, spiked])
+    # 1 % of 100 pixels is the hottest one, 5 % the hottest five; 3.4 % rounds to three, 3.6 % to four.
+    torch.testing.assert_close(image_score(maps), torch.tensor([99.0, 500.0]))
+    torch.testing.assert_close(image_score(maps, top=0.05), torch.tensor([97.0, (96 + 97 + 98 + 99 + 500) / 5]))
+    torch.testing.assert_close(image_score(maps, top=0.034), torch.tensor([98.0, (98 + 99 + 500) / 3]))
+    torch.testing.assert_close(image_score(maps, top=0.036), torch.tensor([97.5, (97 + 98 + 99 + 500) / 4]))
+    torch.testing.assert_close(image_score(maps, top=1), torch.tensor([49.5, 54.5]))     # the whole map's mean
+    torch.testing.assert_close(image_score(maps, top=1e-6), torch.tensor([99.0, 500.0]))  # never fewer than 1 pixel
+    torch.testing.assert_close(image_score(maps.unsqueeze(1)), image_score(maps))         # (N, 1, H, W), as scale_maps gives
+    assert image_score(maps).dtype == torch.float32
+
+
+@pytest.mark.parametrize("maps, top, message", [
+    (torch.rand(8, 8), 0.01, "shape"),
+    (torch.rand(2, 2, 8, 8), 0.01, "shape"),
+    (np.ones((2, 8, 8)), 0.01, "torch.Tensor"),
+    (torch.zeros(0, 1, 8, 8), 0.01, "empty"),
+    (-torch.rand(2, 8, 8), 0.01, ">= 0"),
+    (torch.full((2, 8, 8), float("nan")), 0.01, "finite"),
+    (torch.rand(2, 8, 8), 0, "top"),
+    (torch.rand(2, 8, 8), 1.5, "top"),
+    (torch.rand(2, 8, 8), True, "top"),
+    (torch.rand(2, 8, 8), "1%", "top"),
+])
+def test_image_score_rejects_bad_input(maps, top, message):
+    with pytest.raises(ValueError, match=message):
+        image_score(maps, top=top)
+

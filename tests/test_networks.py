@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lea_tiny.adn import ADN_NAMES, make_adn
-from lea_tiny.caan import CAAN_NAMES, make_caan
+from lea_tiny.caan import CAAN_NAMES, SqueezeExcite, make_caan
 
 
 def millions(model):
@@ -32,6 +32,44 @@ def test_resnet_caan_adds_table_3s_4_9m():
 def test_mobilenet_caan_is_mobilenet_v3_small_sized():
     with torch.device("meta"):
         assert millions(make_caan("mobilenet")) == pytest.approx(1.67, abs=0.01)
+
+
+def test_mobilenet_caan_default_keeps_mobilenet_v3s_squeeze_excite():
+    with torch.device("meta"):
+        caan = make_caan("mobilenet")
+    assert sum(p.numel() for p in caan.parameters()) == 1_666_561
+    assert all(se.gate[1].out_channels < se.gate[1].in_channels for se in caan.modules() if isinstance(se, SqueezeExcite))
+
+
+def test_dense_squeeze_excite_builds_the_released_codes_table_1_count():
+    # Keras reports the released MobileNet CAAN as 3,029,762 trainable parameters and 3,041,906 in all
+    # (Table 1's 3.042M), the difference being BatchNorm's moving mean and variance. torch counts the
+    # trainable ones as parameters and keeps the moving statistics as buffers (running_mean, running_var).
+    with torch.device("meta"):
+        caan = make_caan("mobilenet", squeeze_excite="dense")
+    parameters = sum(p.numel() for p in caan.parameters())
+    moving_statistics = sum(b.numel() for name, b in caan.named_buffers() if name.endswith(("running_mean", "running_var")))
+    gates = [se.gate for se in caan.modules() if isinstance(se, SqueezeExcite)]
+    assert all(gate[1].in_channels == gate[1].out_channels == gate[3].out_channels for gate in gates)
+    assert sum(p.numel() for gate in gates for p in gate.parameters()) == 1_817_200
+    assert parameters == 3_022_121
+
+    # What the released Keras model has besides: a bias on every convolution that BatchNorm follows,
+    # a 1x1 expansion 16 -> 16 (with bias and a BatchNorm of 16 channels) in the first bottleneck, and
+    # a 2-way output where we have one logit.
+    conv_biases = sum(conv.out_channels for conv in caan.modules() if isinstance(conv, torch.nn.Conv2d) and conv.bias is None)
+    first_expansion, first_expansion_moving_statistics = 16 * 16 + 16 + 2 * 16, 2 * 16
+    second_output = 1280 + 1
+    assert parameters + conv_biases + first_expansion + second_output == 3_029_762
+    assert (parameters + moving_statistics + conv_biases + first_expansion + first_expansion_moving_statistics
+            + second_output) == 3_041_906
+
+
+def test_squeeze_excite_option_names_the_problem():
+    with pytest.raises(ValueError, match="unknown squeeze_excite"):
+        make_caan("mobilenet", squeeze_excite="paper")
+    with pytest.raises(ValueError, match="ResNet CAAN has no squeeze-excite"):
+        make_caan("resnet", squeeze_excite="dense")
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "vgg16", "cnn"])
