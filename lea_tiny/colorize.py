@@ -245,7 +245,7 @@ def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=
     unet = UNet(normal_images.shape[2]).to(device)
     if device.type == "cuda":
         unet = unet.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(unet.parameters(), lr=lr, betas=(0.9, 0.999))
+    optimizer = torch.optim.Adam(unet.parameters(), lr=lr, betas=(0.9, 0.999), fused=True)  # one kernel per step
 
     images = normal_images.to(device, torch.float32)
     order = torch.randperm(count, generator=generator).to(device)

@@ -155,7 +155,7 @@ def dihedral(tensor, transform):
 
 
 def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, augment=False, device=None, seed=0,
-        progress=True, compile=False):
+        progress=True, compile=False, on_epoch_end=None):
     """Train ``model`` (from ``make_model``) on the joint loss of Eq. 1; return the per-epoch losses.
 
     images (N, 3, H, W) in [0, 1]; anomaly_maps (N, 1, H, W) scaled to [0, 1] (``scale_maps``);
@@ -170,6 +170,8 @@ def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, 
 
     ``seed`` covers the batch order, the symmetries drawn and dropout; it does not initialise the
     model, which arrives with its weights (seed torch before ``make_model``, as ``cross_validate`` does).
+    ``on_epoch_end(epoch, model)``, if given, is called after every epoch with the model in eval mode
+    (e.g. to record held-out AUROC per epoch, as tutorial 07 does); it must not change the weights.
 
     The data lives on the device as one tensor (small datasets; no DataLoader). On CUDA the model
     runs in bf16 autocast and channels_last; ``compile=True`` trains through ``torch.compile``.
@@ -190,7 +192,8 @@ def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, 
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if compile else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr or default_lr(model.adn_name))
+    # fused: one kernel for the whole update instead of a loop over tensors (6x faster for the CNN on a CPU)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr or default_lr(model.adn_name), fused=True)
     images, anomaly_maps = _on_device(device, images, anomaly_maps)
     labels = labels.to(device)
     count = len(labels)
@@ -198,7 +201,7 @@ def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, 
     history = dict(loss=[], adn_loss=[], caan_loss=[])
     model.train()
     bar = tqdm(range(epochs), desc=f"training {model.variant}", disable=not progress, leave=False)
-    for _ in bar:
+    for epoch in bar:
         order = torch.randperm(count, generator=generator).to(device)
         totals, seen = {}, 0  # sums stay on the device: one sync per epoch, not one per step
         for start in range(0, count, batch_size):
@@ -222,11 +225,15 @@ def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, 
         for name, total in totals.items():
             history[name].append(total.item() / seen)
         bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
+        if on_epoch_end is not None:
+            model.eval()
+            on_epoch_end(epoch, model)
+            model.train()
     model.eval()
     return history
 
 
-# The paper's metric -----------------------------------------------------------------------------
+# The paper's metric, F1, at the released code's threshold 0.5; and AUROC ---------------------------------
 def anomaly_scores(model, images, anomaly_maps, batch_size=64):
     """sigmoid of the ADN's and of the CAAN's logit per image: two (N,) float32 tensors on the CPU.
 
@@ -276,11 +283,17 @@ def evaluate(model, images, anomaly_maps, labels, device=None):
 
 # Checkpoints ----------------------------------------------------------------------------------------------
 def _write_atomically(path, write):
-    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file.
+
+    The file gets the permissions any new file would (mkstemp's own are 0600, owner only).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(temporary, 0o666 & ~umask)
         with os.fdopen(descriptor, "wb") as file:
             write(file)
             file.flush()

@@ -147,6 +147,18 @@ def test_augmented_training_repeats_for_a_seed_and_differs_from_plain_training(t
         _fit("baseline", training_data, augment=1)
 
 
+def test_on_epoch_end_sees_every_epoch_in_eval_mode_and_changes_nothing(training_data):
+    calls = []
+
+    def record(epoch, model):
+        calls.append((epoch, model.training, evaluate(model, *training_data)["auroc"]))
+
+    model, history = _fit("baseline", training_data, epochs=2, seed=1, batch_size=4, on_epoch_end=record)
+    assert [(epoch, training) for epoch, training, _ in calls] == [(0, False), (1, False)]
+    assert calls[-1][2] == evaluate(model, *training_data)["auroc"]  # the last call saw the final weights
+    assert history == _fit("baseline", training_data, epochs=2, seed=1, batch_size=4)[1]
+
+
 def test_fit_with_a_lone_last_image_skips_it(training_data):
     images, maps, labels = training_data  # 12 images, batch 11: the last batch would hold one image
     _, history = _fit("baseline", training_data, batch_size=len(labels) - 1)
@@ -251,6 +263,9 @@ def test_a_checkpoint_gives_back_the_same_model(training_data, tmp_path):
     path = tmp_path / "lea_net.pt"
     save_checkpoint(path, model, dict(image_size=SIZE, map_scale=12.5))
     assert [p.name for p in tmp_path.iterdir()] == ["lea_net.pt"]  # the temporary file was renamed
+    (tmp_path / "plain").write_text("")
+    assert path.stat().st_mode == (tmp_path / "plain").stat().st_mode  # not mkstemp's owner-only 0600
+    (tmp_path / "plain").unlink()
     loaded, config = load_checkpoint(path)
     assert config == dict(image_size=SIZE, map_scale=12.5, variant="caan_resnet", adn="cnn", attention_point=2)
     assert not loaded.training
