@@ -36,7 +36,7 @@ EMBEDDED_DATA = ("retina", "leaves")
 # Batches of 8 and lr 3e-4 give enough steps for BatchNorm's running statistics to follow the weights.
 # Attention point 3: the best point of the basic CNN's Direct Attention and ResNet CAAN rows on
 # Retina in the paper (Table 7), fixed in advance, so the demo's point is not chosen on its test folds.
-DEMO_DEFAULTS = dict(image_size=32, n_normal=90, n_anomalous=30, folds=3, repeats=1, epochs=20, colorizer_epochs=5,
+DEMO_DEFAULTS = dict(image_size=32, n_normal=90, n_anomalous=30, folds=3, repeats=1, epochs=20, colorizer_epochs=10,
                      batch_size=8, lr=3e-4, augment=True, adn="cnn", variants="baseline,direct_attention,caan_mobilenet",
                      attention_points="3", out="lea_tiny_out/demo")
 # The paper's protocol (Section 4-2; Table 2's Retina counts): hours on a CPU, meant for a GPU.
