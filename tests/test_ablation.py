@@ -7,25 +7,13 @@ import pytest
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
+from conftest import SIZE
 import lea_tiny.ablation as ablation_module
 from lea_tiny.ablation import choose_point, cross_validate, map_alone, prepare_folds, run_ablation
 from lea_tiny.attention import make_model
 from lea_tiny.colorize import image_score, map_scale, scale_maps
 from lea_tiny.compare import load_results
-from lea_tiny.data import AnomalyDataset, make_dataset
-
-SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    return make_dataset("retina", n_normal=16, n_anomalous=8, image_size=SIZE, seed=0)
-
-
-@pytest.fixture(scope="module")
-def folds(dataset):
-    return prepare_folds(dataset, folds=2, seed=0, colorizer_epochs=1, progress=False)
-
+from lea_tiny.data import AnomalyDataset
 
 def _fake_maps(monkeypatch, calls=None):
     """Colourisers replaced by random maps (and a record of how they were asked for), for fast fold tests."""

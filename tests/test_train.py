@@ -6,23 +6,10 @@ import torch
 from sklearn.metrics import f1_score, roc_auc_score
 from torch import nn
 
-from lea_tiny.ablation import prepare_folds
+from conftest import SIZE
 from lea_tiny.attention import make_model
-from lea_tiny.data import make_dataset
 from lea_tiny.train import (DIHEDRAL_TRANSFORMS, default_lr, dihedral, evaluate, fit, joint_loss, load_checkpoint,
                             save_checkpoint)
-
-SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    return make_dataset("retina", n_normal=16, n_anomalous=8, image_size=SIZE, seed=0)
-
-
-@pytest.fixture(scope="module")
-def folds(dataset):
-    return prepare_folds(dataset, folds=2, seed=0, colorizer_epochs=1, progress=False)
 
 
 @pytest.fixture(scope="module")
