@@ -12,16 +12,20 @@ TORCH ?= torch==2.13.0
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
+# The demo needs the library only; the tests and notebooks add jupyterlab, nbval and pytest.
 $(VENV)/.installed: $(BIN)/activate pyproject.toml
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
 demo: $(VENV)/.installed
 	$(BIN)/python -m lea_tiny demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-dev
 	MPLBACKEND=Agg $(BIN)/python -m pytest --durations=15
 
 clean:

@@ -10,7 +10,9 @@ ablation  Table 3 for one ADN (Section 4-3): every variant, each attention varia
           Table 2, 5 folds once, 100 epochs, no augmentation). Meant for a GPU; writes results to --out.
 
 Both take the same options; only their defaults differ. Bad options, folders or values end with
-one line on stderr and exit code 2.
+one line on stderr and exit code 2. Both save as they go (each fold's maps, the table after every
+cross-validation); ``--resume`` with the same options and --out continues an interrupted run.
+The demo's figure and checkpoint come from a model its cross-validation trained (fold 0), not a new one.
 """
 
 import argparse
@@ -22,10 +24,10 @@ from matplotlib.figure import Figure
 
 from lea_tiny import get_device
 from lea_tiny.ablation import run_ablation
-from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS, make_model
+from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS
 from lea_tiny.compare import ADN_LABELS
 from lea_tiny.data import load_folder, make_dataset
-from lea_tiny.train import fit, save_checkpoint
+from lea_tiny.train import save_checkpoint
 
 EMBEDDED_DATA = ("retina", "leaves")
 # The teaching configuration, sized for a few minutes on a 2-core CPU. Without augmentation the CNN
@@ -165,6 +167,9 @@ def _add_options(parser, defaults):
     parser.add_argument("--seed", type=_seed, default=0, help="seeds data, folds and training (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path(defaults["out"]),
                         help="folder for the results (default: %(default)s)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run saved in --out: its colour anomaly maps and finished "
+                             "cross-validations are kept, the rest is run (refused if any option differs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -247,18 +252,24 @@ def plot_attention(model, dataset, fold, path):
     figure.savefig(path, dpi=120)
 
 
-def _attention_figure(args, dataset, table):
-    """Train one attention model on fold 0's training part, draw attention.png and save it as lea_net.pt."""
-    variant = next(variant for variant in reversed(args.variants) if variant in ATTENTION_VARIANTS)
-    best = next(row for row in table.rows if row.variant == variant)
-    fold = table.fold_maps[0]
-    model = make_model(variant, adn=args.adn, attention_point=best.attention_point, image_size=args.image_size)
-    train = torch.from_numpy(fold.train_index)
-    fit(model, dataset.images[train], fold.scaled_maps[train], dataset.labels[train], epochs=args.epochs, lr=args.lr,
-        batch_size=args.batch_size, augment=args.augment, device=args.device, seed=args.seed, progress=not args.quiet)
+def _figure_variant(args):
+    """The attention variant whose fold-0 model the demo draws and saves: the last one asked for."""
+    return next((variant for variant in reversed(args.variants) if variant in ATTENTION_VARIANTS), None)
+
+
+def _attention_figure(args, dataset, table, models):
+    """Draw attention.png and save lea_net.pt from the figure variant's fold-0 model at its best point.
+
+    Returns False when that model was not trained in this run (a resumed run had finished it).
+    """
+    best = next(row for row in table.rows if row.variant == _figure_variant(args))
+    model, fold = models.get(best.attention_point), table.fold_maps[0]
+    if model is None:
+        return False
     plot_attention(model, dataset, fold, args.out / "attention.png")
     save_checkpoint(args.out / "lea_net.pt", model, dict(image_size=args.image_size, map_scale=fold.scale,
                                                          dataset=dataset.name, trained_on="fold 0 training part"))
+    return True
 
 
 def run(args):
@@ -268,22 +279,29 @@ def run(args):
     print(f"{args.command}: {dataset.name}, {int((labels == 0).sum())} normal + {int((labels == 1).sum())} anomalous "
           f"images at {args.image_size} px; ADN {args.adn}; {args.repeats} x {args.folds} folds, {args.epochs} epochs, "
           f"{'with' if args.augment else 'no'} augmentation; device {get_device(args.device)}")
+    draw = args.command == "demo" and _figure_variant(args) is not None
+    models = {}  # attention point -> the figure variant's model trained on fold 0 of repeat 0
+
+    def keep_figure_model(result, fold, model):
+        if result.variant == _figure_variant(args) and (fold.repeat, fold.number) == (0, 0):
+            models[result.attention_point] = model
+
     table = run_ablation(dataset, adn=args.adn, variants=args.variants, attention_points=args.attention_points,
                          folds=args.folds, seed=args.seed, epochs=args.epochs, colorizer_epochs=args.colorizer_epochs,
                          batch_size=args.batch_size, lr=args.lr, out_dir=args.out, device=args.device,
                          progress=not args.quiet, repeats=args.repeats, augment=args.augment,
-                         choose_points=args.choose_points)
+                         choose_points=args.choose_points, resume=args.resume,
+                         on_fold_end=keep_figure_model if draw else None)
     print()
     print(table)
     print()
     print(table.reading())
-    written = ["results.json", "results.md", "results.csv"]
+    written = ["results.json", "results.md", "results.csv", "fold_maps/"]
     if args.command == "demo":
         plot_maps(dataset, table.fold_maps[0], args.out / "maps.png")
         written.append("maps.png")
-        if any(variant in ATTENTION_VARIANTS for variant in args.variants):
-            _attention_figure(args, dataset, table)
-            written += ["attention.png", "lea_net.pt"]
+    if draw and _attention_figure(args, dataset, table, models):
+        written += ["attention.png", "lea_net.pt"]
     print(f"\nwrote {', '.join(written)} to {args.out}")
 
 

@@ -32,8 +32,11 @@ folds are the population ones (``numpy.std``; the paper does not say).
 """
 
 import datetime
+import hashlib
+import json
 import platform
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,12 +47,14 @@ from tqdm.auto import tqdm
 from lea_tiny import check_int, get_device, seed_everything
 from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, VARIANTS, make_model
 from lea_tiny.colorize import fold_anomaly_maps, image_score, map_scale, scale_maps
-from lea_tiny.compare import ADN_LABELS, AblationTable, CrossValidation
+from lea_tiny.compare import ADN_LABELS, AblationTable, CrossValidation, load_results
 from lea_tiny.train import (PAPER_EPOCHS, _check_bool, _check_both_classes, _check_labels, _check_lr,
                             _write_atomically, default_lr, evaluate, f1_and_auroc, fit)
 
 PAPER_COLORIZER_EPOCHS = 500  # Section 4-2, the U-Net (with early stopping)
 VALIDATION_FRACTION = 1 / 3  # of a training part, for choose_point
+
+
 def _check_dataset(dataset, folds):
     if not all(hasattr(dataset, name) for name in ("images", "labels")):
         raise ValueError(f"dataset must be an AnomalyDataset (with .images and .labels), got {type(dataset).__name__}")
@@ -76,7 +81,8 @@ class Fold:
 
     ``anomaly_maps`` (N, H, W) are the CIEDE2000 maps of ALL images of the dataset, made by the
     fold's own colourisers (trained on its training normals only); ``scale`` is ``map_scale`` of
-    the training images' maps; ``scaled_maps`` (N, 1, H, W) is what the networks read.
+    the training images' maps; ``scaled_maps`` (N, 1, H, W) is what the networks read;
+    ``dataset_fingerprint`` names the images and labels they were made for (``fingerprint``).
     """
     number: int
     train_index: np.ndarray
@@ -85,6 +91,7 @@ class Fold:
     scale: float
     scaled_maps: torch.Tensor = field(repr=False)
     repeat: int = 0
+    dataset_fingerprint: str = ""
 
 
 def _split_seed(seed, repeat):
@@ -97,20 +104,38 @@ def _fold_seed(seed, fold_number, repeat=0):
     return _split_seed(seed, repeat) + 100 * fold_number
 
 
+def fingerprint(dataset):
+    """A short hash of the images and labels: folds made for one data set are refused for another."""
+    digest = hashlib.sha256(dataset.images.contiguous().numpy().tobytes())
+    digest.update(torch.as_tensor(dataset.labels).numpy().astype(np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _saved_maps(path, settings):
+    """The anomaly maps saved at ``path`` if they were made with ``settings``, else None."""
+    if not path.is_file():
+        return None
+    saved = torch.load(path, weights_only=True)
+    return saved["anomaly_maps"] if saved.get("settings") == settings else None
+
+
 def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER_COLORIZER_EPOCHS, cross_fit=2, device=None,
-                  progress=True, repeats=1):
+                  progress=True, repeats=1, cache_dir=None):
     """Split ``dataset`` ``repeats`` times into stratified folds and make each fold's maps; return [Fold].
 
     Repeat r splits with ``StratifiedKFold(folds, shuffle=True, random_state=seed + 10000 r)``
     (repeat 0 is the single split of the paper's protocol). In each fold the colourisers learn from
     the training normals only (``fold_anomaly_maps`` with ``cross_fit`` parts), and the scale is
     measured on the training maps. The colouriser part is the same for every variant, so
-    ``cross_validate`` and ``run_ablation`` take these folds and reuse them.
+    ``cross_validate`` and ``run_ablation`` take these folds and reuse them. With ``cache_dir`` each
+    fold's maps are saved there as soon as they are made, and maps saved for the same data set, split
+    and colouriser settings are loaded instead of trained again (this is how a run resumes).
     """
     labels = _check_dataset(dataset, folds)
     check_int(colorizer_epochs, "colorizer_epochs", 1)
     check_int(cross_fit, "cross_fit", 2)
     check_int(repeats, "repeats", 1)
+    dataset_fingerprint = fingerprint(dataset)
     splits = [(repeat, number, train_index, test_index) for repeat in range(repeats)
               for number, (train_index, test_index) in enumerate(
                   StratifiedKFold(n_splits=folds, shuffle=True, random_state=_split_seed(seed, repeat))
@@ -119,10 +144,19 @@ def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER_COLORIZER_EPO
     for repeat, number, train_index, test_index in tqdm(splits, desc="colour anomaly maps per fold",
                                                         disable=not progress):
         train = torch.from_numpy(train_index)
-        maps = fold_anomaly_maps(dataset.images, labels, train, epochs=colorizer_epochs, cross_fit=cross_fit,
-                                 seed=_fold_seed(seed, number, repeat), device=device)
+        settings = dict(dataset=dataset_fingerprint, folds=folds, repeat=repeat, fold=number, seed=seed,
+                        colorizer_epochs=colorizer_epochs, cross_fit=cross_fit)
+        path = Path(cache_dir) / f"repeat{repeat}_fold{number}.pt" if cache_dir is not None else None
+        maps = _saved_maps(path, settings) if path is not None else None
+        if maps is None:
+            maps = fold_anomaly_maps(dataset.images, labels, train, epochs=colorizer_epochs, cross_fit=cross_fit,
+                                     seed=_fold_seed(seed, number, repeat), device=device)
+            if path is not None:
+                _write_atomically(path, lambda file: torch.save(dict(settings=settings, anomaly_maps=maps.cpu()), file))
+        maps = maps.to(dataset.images.device)
         scale = map_scale(maps[train.to(maps.device)])
-        prepared.append(Fold(number, train_index, test_index, maps, scale, scale_maps(maps, scale), repeat))
+        prepared.append(Fold(number, train_index, test_index, maps, scale, scale_maps(maps, scale), repeat,
+                             dataset_fingerprint))
     return prepared
 
 
@@ -134,6 +168,10 @@ def _check_fold_maps(fold_maps, dataset, folds, repeats):
                          f"= {folds * repeats}")
     if any(fold.scaled_maps.shape[0] != len(dataset.labels) for fold in fold_maps):
         raise ValueError("fold_maps were prepared for a dataset of another size")
+    dataset_fingerprint = fingerprint(dataset)
+    if any(fold.dataset_fingerprint not in ("", dataset_fingerprint) for fold in fold_maps):
+        raise ValueError("fold_maps were prepared for another dataset (other images or labels): "
+                         "make them with prepare_folds(dataset, ...) for this one")
 
 
 # One variant over every fold ---------------------------------------------------------------------------------
@@ -143,7 +181,7 @@ def _count_parameters(model):
 
 def cross_validate(variant, dataset, folds=5, seed=0, adn="resnet18", attention_point=None, epochs=PAPER_EPOCHS,
                    colorizer_epochs=PAPER_COLORIZER_EPOCHS, cross_fit=2, batch_size=16, lr=None, device=None,
-                   progress=True, fold_maps=None, repeats=1, augment=False):
+                   progress=True, fold_maps=None, repeats=1, augment=False, on_fold_end=None):
     """Stratified k-fold cross-validation of one variant, ``repeats`` times; returns a CrossValidation.
 
     Each fold: a fresh ``make_model(variant, adn, attention_point, image_size)`` (initialised from the
@@ -151,6 +189,8 @@ def cross_validate(variant, dataset, folds=5, seed=0, adn="resnet18", attention_
     test part. ``fold_maps`` from ``prepare_folds`` (same dataset, ``folds`` and ``repeats``) skips the
     colourisers; without it they are trained here. ``seed`` seeds each fold's model initialisation
     and batch order, and the splits when the folds are made here. Same seed, same numbers on the CPU.
+    ``on_fold_end(result, fold, model)``, if given, is called after each fold is evaluated (the demo
+    keeps fold 0's trained model this way to draw its attention).
     """
     labels = _check_dataset(dataset, folds)
     image_size = dataset.images.shape[-1]
@@ -178,6 +218,8 @@ def cross_validate(variant, dataset, folds=5, seed=0, adn="resnet18", attention_
         record = dict(repeat=fold.repeat, fold=fold.number, n_train=len(train), n_test=len(test), history=history)
         record.update({name: value for name, value in metrics.items() if not name.endswith("scores")})
         result.folds.append(record)
+        if on_fold_end is not None:
+            on_fold_end(result, fold, model)
     return result
 
 
@@ -248,8 +290,6 @@ def fair_point_row(results_by_point, chosen):
     return CrossValidation(first.variant, first.adn, None, first.params, folds)
 
 
-
-
 # All of it for one ADN ----------------------------------------------------------------------------------------
 def _environment(device):
     """What a run needs to be repeated: torch, the device, the CPU threads (see seed_everything), the date."""
@@ -278,18 +318,53 @@ def _planned_runs(dataset, adn, variants, attention_points):
     return variants, attention_points, runs
 
 
+def _finished_results(out_dir, config):
+    """The run saved in ``out_dir``: ({(variant, attention_point): CrossValidation}, its date), refused if its
+    configuration differs."""
+    if not (Path(out_dir) / "results.json").is_file():
+        return {}, None
+    saved = load_results(out_dir)
+    differences = [f"{name}={saved.config.get(name)!r} there, {value!r} here"
+                   for name, value in json.loads(json.dumps(config)).items() if saved.config.get(name) != value]
+    if differences:
+        raise ValueError(f"cannot resume the run in {out_dir}: its configuration differs ({'; '.join(differences)}); "
+                         f"use another out_dir, or run without resume to start it again")
+    return ({(result.variant, result.attention_point): result for result in saved.results
+             if result.variant != "map_alone"}, saved.environment.get("date"))
+
+
+def _check_out_dir(out_dir, resume):
+    """Fail now, not after hours of training, if the results cannot be written."""
+    if out_dir is None:
+        if resume:
+            raise ValueError("resume=True needs the out_dir of the run to resume")
+        return
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out_dir {out_dir} is a file, not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for left_by_a_killed_run in [*out_dir.glob(".*.tmp"), *out_dir.glob("fold_maps/.*.tmp")]:
+        left_by_a_killed_run.unlink()
+    _write_atomically(out_dir / ".writable", lambda file: None)
+    (out_dir / ".writable").unlink()
+
+
 def run_ablation(dataset, adn="resnet18", variants=VARIANTS, attention_points=ATTENTION_POINTS, folds=5, seed=0,
                  epochs=PAPER_EPOCHS, colorizer_epochs=PAPER_COLORIZER_EPOCHS, cross_fit=2, batch_size=16, lr=None,
                  out_dir=None, device=None, progress=True, fold_maps=None, repeats=1, augment=False,
-                 choose_points=None):
+                 choose_points=None, resume=False, on_fold_end=None):
     """Table 3 for one ADN: the map alone, then every variant, each attention variant at every point.
 
     The colourisers are trained once per fold of every repeat (``prepare_folds``, or pass
     ``fold_maps``) and shared by all variants, so every row is measured on the same folds and maps.
     ``choose_points`` (default: when more than one attention point is tried) adds, per attention
     variant, the row whose point ``choose_point`` picks on validation data inside each training part.
-    With ``out_dir`` the table is saved there after every finished cross-validation
-    (``AblationTable.save``). Returns an AblationTable; print it for the Markdown table.
+    With ``out_dir`` nothing finished is lost: each fold's maps are saved in ``out_dir/fold_maps`` as
+    they are made, and the table after every finished cross-validation (``AblationTable.save``).
+    ``resume=True`` continues the run saved in ``out_dir``: saved maps and finished cross-validations
+    are kept, the rest is run; a run saved with another configuration is refused. Since every
+    cross-validation seeds itself, a resumed run ends with the table an uninterrupted one gives.
+    ``on_fold_end`` goes to ``cross_validate``. Returns an AblationTable; print it for the table.
     """
     labels = _check_dataset(dataset, folds)
     variants, attention_points, runs = _planned_runs(dataset, adn, variants, attention_points)
@@ -299,30 +374,37 @@ def run_ablation(dataset, adn="resnet18", variants=VARIANTS, attention_points=AT
         check_int(value, name, minimum)
     _check_lr(lr)
     _check_bool(augment, "augment")
+    _check_bool(resume, "resume")
     config = dict(dataset=getattr(dataset, "name", "?"), n_normal=int((labels == 0).sum()),
                   n_anomalous=int((labels == 1).sum()), image_size=dataset.images.shape[-1], adn=adn,
                   variants=list(variants), attention_points=list(attention_points), folds=folds, repeats=repeats,
                   seed=seed, epochs=epochs, colorizer_epochs=colorizer_epochs, cross_fit=cross_fit,
-                  batch_size=batch_size, lr=lr or default_lr(adn), augment=augment, choose_points=choose_points)
+                  batch_size=batch_size, lr=lr or default_lr(adn), augment=augment, choose_points=choose_points,
+                  dataset_fingerprint=fingerprint(dataset))
+    _check_out_dir(out_dir, resume)
+    done, started = _finished_results(out_dir, config) if resume else ({}, None)
+    if done:
+        print(f"resuming {out_dir}: {len(done)} finished cross-validation(s) kept")
     if fold_maps is None:
-        fold_maps = prepare_folds(dataset, folds, seed, colorizer_epochs, cross_fit, device, progress, repeats)
+        cache_dir = Path(out_dir) / "fold_maps" if out_dir is not None else None
+        fold_maps = prepare_folds(dataset, folds, seed, colorizer_epochs, cross_fit, device, progress, repeats,
+                                  cache_dir)
     _check_fold_maps(fold_maps, dataset, folds, repeats)
-    table = AblationTable([map_alone(dataset, fold_maps, adn)], config, _environment(device), fold_maps)
+    environment = _environment(device) | ({"resumed_a_run_started": started} if started else {})
+    table = AblationTable([map_alone(dataset, fold_maps, adn)], config, environment, fold_maps)
     training = dict(folds=folds, seed=seed, adn=adn, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                    progress=progress, fold_maps=fold_maps, repeats=repeats, augment=augment)
+                    progress=progress, fold_maps=fold_maps, repeats=repeats, augment=augment, on_fold_end=on_fold_end)
 
-    def finished(result):
-        table.results.append(result)
+    def finished(key, run):
+        table.results.append(done[key] if key in done else run())
         if out_dir is not None:
             table.save(out_dir)
 
     for variant, point in tqdm(runs, desc=f"ablation ({ADN_LABELS[adn]})", disable=not progress):
-        finished(cross_validate(variant, dataset, attention_point=point, **training))
-        last_point = point == attention_points[-1]
-        if choose_points and variant in ATTENTION_VARIANTS and last_point:
+        finished((variant, point), lambda: cross_validate(variant, dataset, attention_point=point, **training))
+        if choose_points and variant in ATTENTION_VARIANTS and point == attention_points[-1]:
             by_point = {result.attention_point: result for result in table.results if result.variant == variant}
-            chosen = {(fold.repeat, fold.number): choose_point(
+            finished((variant, None), lambda: fair_point_row(by_point, {(fold.repeat, fold.number): choose_point(
                 variant, dataset, fold, attention_points, adn=adn, epochs=epochs, batch_size=batch_size, lr=lr,
-                augment=augment, seed=seed, device=device) for fold in fold_maps}
-            finished(fair_point_row(by_point, chosen))
+                augment=augment, seed=seed, device=device) for fold in fold_maps}))
     return table

@@ -5,11 +5,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import lea_tiny.__main__ as cli
 from lea_tiny.__main__ import main
+from lea_tiny.ablation import prepare_folds
 from lea_tiny.compare import load_results
-from lea_tiny.train import load_checkpoint
+from lea_tiny.data import make_dataset
+from lea_tiny.train import evaluate, load_checkpoint
 
 TINY = ["--image-size", "32", "--epochs", "1", "--colorizer-epochs", "1", "--folds", "2", "--repeats", "1",
         "--n-normal", "12", "--n-anomalous", "4", "--quiet"]
@@ -93,7 +96,7 @@ def test_a_tiny_demo_writes_its_table_figures_and_checkpoint(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "| CNN |" in out and "| CNN + MobileNet-small CAAN |" in out
     assert sorted(path.name for path in tmp_path.iterdir()) == \
-        ["attention.png", "lea_net.pt", "maps.png", "results.csv", "results.json", "results.md"]
+        ["attention.png", "fold_maps", "lea_net.pt", "maps.png", "results.csv", "results.json", "results.md"]
     results = load_results(tmp_path)
     assert results.config["image_size"] == 32 and results.config["attention_points"] == [1, 3]
     # the map alone, the baseline, LEA-Net at two points and at the point chosen on validation
@@ -107,4 +110,12 @@ def test_a_tiny_demo_writes_its_table_figures_and_checkpoint(capsys, tmp_path):
     assert (config["variant"], config["attention_point"], config["image_size"]) == \
         ("caan_mobilenet", best.attention_point, 32)
     assert config["map_scale"] > 0
+    # the checkpoint is the model the cross-validation trained and scored on fold 0, not a new one
+    dataset = make_dataset("retina", n_normal=12, n_anomalous=4, image_size=32, seed=0)
+    fold = prepare_folds(dataset, folds=2, colorizer_epochs=1, progress=False, cache_dir=tmp_path / "fold_maps")[0]
+    test = torch.from_numpy(fold.test_index)
+    row = next(result for result in results.results if (result.variant, result.attention_point) ==
+               ("caan_mobilenet", best.attention_point))
+    assert evaluate(model, dataset.images[test], fold.scaled_maps[test], dataset.labels[test])["auroc"] == \
+        row.folds[0]["auroc"]
     assert json.loads((tmp_path / "results.json").read_text())["config"]["seed"] == 0
