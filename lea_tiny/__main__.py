@@ -27,9 +27,9 @@ from lea_tiny.ablation import run_ablation
 from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS
 from lea_tiny.compare import ADN_LABELS
 from lea_tiny.data import load_folder, make_dataset
+from lea_tiny.embedded import EMBEDDED_DATASETS
 from lea_tiny.train import save_checkpoint
 
-EMBEDDED_DATA = ("retina", "leaves")
 # The teaching configuration, sized for a few minutes on a 2-core CPU. Without augmentation the CNN
 # memorises its 80 training images and ranks held-out ones at chance (tutorial 07); with the eight
 # dihedral symmetries it learns. At 32 px the lesions are still several pixels wide and a training
@@ -119,7 +119,8 @@ def _device(text):
 def _add_options(parser, defaults):
     paper = " (the paper: %s)"
     parser.add_argument("--data", default="retina",
-                        help="'retina' or 'leaves' (the embedded synthetic data sets), or a folder of images "
+                        help=f"{' or '.join(map(repr, EMBEDDED_DATASETS))} (the embedded synthetic data sets), "
+                             "or a folder of images "
                              "(good/ + defect folders, MVTec AD layout, or class folders; see load_folder) "
                              "(default: %(default)s)")
     parser.add_argument("--image-size", type=_positive_int, default=defaults["image_size"],
@@ -194,12 +195,12 @@ def build_parser():
 
 def _load_data(args, defaults):
     counts = dict(n_normal=args.n_normal or defaults["n_normal"], n_anomalous=args.n_anomalous or defaults["n_anomalous"])
-    if args.data in EMBEDDED_DATA:
+    if args.data in EMBEDDED_DATASETS:
         if args.normal_classes:
             raise ValueError("--normal-classes applies to a folder of class folders, not to the embedded data")
         return make_dataset(args.data, **counts, image_size=args.image_size, seed=args.seed)
     if not Path(args.data).is_dir():
-        raise FileNotFoundError(f"--data {args.data!r} is neither {' nor '.join(EMBEDDED_DATA)} nor a folder")
+        raise FileNotFoundError(f"--data {args.data!r} is neither {' nor '.join(EMBEDDED_DATASETS)} nor a folder")
     if args.n_normal or args.n_anomalous:
         raise ValueError("--n-normal and --n-anomalous apply to the embedded data only, not to a folder")
     return load_folder(args.data, image_size=args.image_size, normal_classes=args.normal_classes)

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from skimage import color, io
 
-from lea_tiny.data import AnomalyDataset, _draw_image, load_folder, make_dataset
+import lea_tiny.__main__ as cli
+from lea_tiny.data import AnomalyDataset, load_folder, make_dataset
+from lea_tiny.embedded import EMBEDDED_DATASETS, EmbeddedDataset, draw_image
 
 NAMES = ("retina", "leaves")
 
@@ -64,10 +66,10 @@ def test_difficulty_shrinks_and_fades_the_lesions_and_nothing_else(name):
 
     # Contrast: the colour change inside the lesions, measured against the same image without them.
     anomalous_index = 0  # the first anomalous image drawn: generator (seed, label 1, index 0)
-    clean = _draw_image(name, np.random.default_rng((0, 1, anomalous_index)), 48, False, 0.0)[0]
+    clean = draw_image(name, np.random.default_rng((0, 1, anomalous_index)), 48, False, 0.0)[0]
     change = []
     for difficulty in (0.0, 1.0):
-        painted, mask, _, _ = _draw_image(name, np.random.default_rng((0, 1, anomalous_index)), 48, True, difficulty)
+        painted, mask, _, _ = draw_image(name, np.random.default_rng((0, 1, anomalous_index)), 48, True, difficulty)
         delta = np.linalg.norm(color.rgb2lab(painted)[..., 1:] - color.rgb2lab(clean)[..., 1:], axis=-1)
         change.append(delta[mask].mean())
     assert change[0] > 2 * change[1] > 0
@@ -81,8 +83,8 @@ def test_retina_patches_lie_inside_the_fundus():
 def test_lesions_change_colour_more_than_lightness():
     """The retina's lesions are colour anomalies: a*b* moves further than L* from the clean image."""
     rng_args = (0, 1, 0)
-    clean = color.rgb2lab(_draw_image("retina", np.random.default_rng(rng_args), 64, False, 0.0)[0])
-    painted, mask, _, _ = _draw_image("retina", np.random.default_rng(rng_args), 64, True, 0.0)
+    clean = color.rgb2lab(draw_image("retina", np.random.default_rng(rng_args), 64, False, 0.0)[0])
+    painted, mask, _, _ = draw_image("retina", np.random.default_rng(rng_args), 64, True, 0.0)
     delta = np.abs(color.rgb2lab(painted) - clean)[mask]
     assert np.linalg.norm(delta[:, 1:], axis=1).mean() > delta[:, 0].mean()
 
@@ -300,3 +302,20 @@ def test_an_unreadable_file_is_named(tmp_path):
     broken.write_bytes(b"this is not a png")
     with pytest.raises(ValueError, match=r"cannot read image file .*cut.x\.png"):
         load_folder(tmp_path)
+
+
+def test_an_embedded_data_set_is_one_declaration(monkeypatch, capsys):
+    def plain_grey(rng, size):
+        return np.full((size, size, 3), 0.5, np.float32), "grey", None
+
+    def one_red_square(rng, size, size_scale, scene):
+        shape = np.zeros((size, size), np.float32)
+        shape[:size // 4, :size // 4] = 1
+        return [(shape, 1.0, np.array((50.0, 70.0, 50.0)), 0.5)], "red_square"
+
+    monkeypatch.setitem(EMBEDDED_DATASETS, "grey", EmbeddedDataset("nothing", plain_grey, one_red_square))
+    grey = make_dataset("grey", n_normal=3, n_anomalous=2, image_size=16)
+    assert grey.defect_types.count("red_square") == 2 and grey.masks.sum() == 2 * 4 * 4
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--help"])
+    assert "'grey'" in capsys.readouterr().out
