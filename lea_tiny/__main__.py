@@ -28,24 +28,23 @@ from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS
 from lea_tiny.compare import ADN_LABELS
 from lea_tiny.data import load_folder, make_dataset
 from lea_tiny.embedded import EMBEDDED_DATASETS
+from lea_tiny.protocol import PAPER, PAPER_DATA, TEACHING, TEACHING_DATA
 from lea_tiny.train import save_checkpoint
 
-# The teaching configuration, sized for a few minutes on a 2-core CPU. Without augmentation the CNN
-# memorises its 80 training images and ranks held-out ones at chance (tutorial 07); with the eight
-# dihedral symmetries it learns. At 32 px the lesions are still several pixels wide and a training
-# step costs a quarter of one at 64 px. One split of 3 folds fits the 5-minute budget; its intervals
-# are wide (2 degrees of freedom), and --repeats 3 (about 3x the time) narrows them.
-# Batches of 8 and lr 3e-4 give enough steps for BatchNorm's running statistics to follow the weights.
-# Attention point 3: the best point of the basic CNN's Direct Attention and ResNet CAAN rows on
-# Retina in the paper (Table 7), fixed in advance, so the demo's point is not chosen on its test folds.
-DEMO_DEFAULTS = dict(image_size=32, n_normal=90, n_anomalous=30, folds=3, repeats=1, epochs=20, colorizer_epochs=10,
-                     batch_size=8, lr=3e-4, augment=True, adn="cnn", variants="baseline,direct_attention,caan_mobilenet",
-                     attention_points="3", out="lea_tiny_out/demo")
-# The paper's protocol (Section 4-2; Table 2's Retina counts): hours on a CPU, meant for a GPU.
-# lr None: the paper's rate for the ADN (1e-4, or 1e-5 for the VGGs).
-ABLATION_DEFAULTS = dict(image_size=256, n_normal=337, n_anomalous=98, folds=5, repeats=1, epochs=100,
-                         colorizer_epochs=500, batch_size=16, lr=None, augment=False, adn="resnet18",
-                         variants=",".join(VARIANTS), attention_points="1,2,3,4,5", out="lea_tiny_out/ablation")
+
+
+def _defaults(protocol, data, out):
+    """The options' defaults of one command: a protocol and its data (``lea_tiny.protocol``), and a folder."""
+    settings = {name: getattr(protocol, name) for name in ("folds", "repeats", "epochs", "colorizer_epochs",
+                                                          "batch_size", "lr", "augment", "adn")}
+    return dict(data, **settings, variants=",".join(protocol.variants),
+                attention_points=",".join(map(str, protocol.attention_points)), out=out)
+
+
+# Each command: its protocol, the embedded data it draws, and its output folder.
+COMMANDS = {"demo": (TEACHING, TEACHING_DATA, "lea_tiny_out/demo"),
+            "ablation": (PAPER, PAPER_DATA, "lea_tiny_out/ablation")}
+DEFAULTS = {command: _defaults(*settings) for command, settings in COMMANDS.items()}
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -182,14 +181,14 @@ def build_parser():
     demo = commands.add_parser("demo", help="LEA-Net end to end in minutes on a CPU (teaching configuration)",
                                description="Train the colourisers, make the colour anomaly maps, cross-validate the "
                                            "baseline, Direct Attention and LEA-Net (MobileNet CAAN) at attention point "
-                                           f"{DEMO_DEFAULTS['attention_points']}, print the F1/AUROC table and write "
+                                           f"{DEFAULTS['demo']['attention_points']}, print the F1/AUROC table and write "
                                            "it, figures (maps.png, attention.png) and a checkpoint (lea_net.pt) to --out.")
-    _add_options(demo, DEMO_DEFAULTS)
+    _add_options(demo, DEFAULTS['demo'])
     ablation = commands.add_parser("ablation", help="Table 3 for one ADN with the paper's protocol (for a GPU)",
                                    description="Every variant of Table 3 for one ADN, each attention variant at "
                                                "every attention point; the table reports the best point. Defaults are "
                                                "the paper's protocol; results go to --out.")
-    _add_options(ablation, ABLATION_DEFAULTS)
+    _add_options(ablation, DEFAULTS['ablation'])
     return parser
 
 
@@ -274,7 +273,7 @@ def _attention_figure(args, dataset, table, models):
 
 
 def run(args):
-    defaults = DEMO_DEFAULTS if args.command == "demo" else ABLATION_DEFAULTS
+    defaults = DEFAULTS[args.command]
     dataset = _load_data(args, defaults)
     labels = torch.as_tensor(dataset.labels)
     print(f"{args.command}: {dataset.name}, {int((labels == 0).sum())} normal + {int((labels == 1).sum())} anomalous "
@@ -287,12 +286,12 @@ def run(args):
         if result.variant == _figure_variant(args) and (fold.repeat, fold.number) == (0, 0):
             models[result.attention_point] = model
 
-    table = run_ablation(dataset, adn=args.adn, variants=args.variants, attention_points=args.attention_points,
-                         folds=args.folds, seed=args.seed, epochs=args.epochs, colorizer_epochs=args.colorizer_epochs,
-                         batch_size=args.batch_size, lr=args.lr, out_dir=args.out, device=args.device,
-                         progress=not args.quiet, repeats=args.repeats, augment=args.augment,
-                         choose_points=args.choose_points, resume=args.resume,
-                         on_fold_end=keep_figure_model if draw else None)
+    protocol = COMMANDS[args.command][0].replace(
+        adn=args.adn, variants=args.variants, attention_points=args.attention_points, folds=args.folds,
+        repeats=args.repeats, epochs=args.epochs, colorizer_epochs=args.colorizer_epochs, batch_size=args.batch_size,
+        lr=args.lr, augment=args.augment, choose_points=args.choose_points, seed=args.seed)
+    table = run_ablation(dataset, protocol, out_dir=args.out, device=args.device, progress=not args.quiet,
+                         resume=args.resume, on_fold_end=keep_figure_model if draw else None)
     print()
     print(table)
     print()

@@ -45,13 +45,12 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from tqdm.auto import tqdm
 
 from lea_tiny import check_int, get_device, seed_everything
-from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, VARIANTS, make_model
+from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, make_model
 from lea_tiny.colorize import fold_anomaly_maps, image_score, map_scale, scale_maps
 from lea_tiny.compare import ADN_LABELS, AblationTable, CrossValidation, load_results
-from lea_tiny.train import (PAPER_EPOCHS, _check_bool, _check_both_classes, _check_labels, _check_lr,
-                            _write_atomically, default_lr, evaluate, f1_and_auroc, fit)
+from lea_tiny.protocol import PAPER
+from lea_tiny.train import _check_bool, _check_both_classes, _check_labels, _write_atomically, evaluate, f1_and_auroc, fit
 
-PAPER_COLORIZER_EPOCHS = 500  # Section 4-2, the U-Net (with early stopping)
 VALIDATION_FRACTION = 1 / 3  # of a training part, for choose_point
 
 
@@ -119,7 +118,7 @@ def _saved_maps(path, settings):
     return saved["anomaly_maps"] if saved.get("settings") == settings else None
 
 
-def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER_COLORIZER_EPOCHS, cross_fit=2, device=None,
+def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER.colorizer_epochs, cross_fit=2, device=None,
                   progress=True, repeats=1, cache_dir=None):
     """Split ``dataset`` ``repeats`` times into stratified folds and make each fold's maps; return [Fold].
 
@@ -179,48 +178,58 @@ def _count_parameters(model):
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def cross_validate(variant, dataset, folds=5, seed=0, adn="resnet18", attention_point=None, epochs=PAPER_EPOCHS,
-                   colorizer_epochs=PAPER_COLORIZER_EPOCHS, cross_fit=2, batch_size=16, lr=None, device=None,
-                   progress=True, fold_maps=None, repeats=1, augment=False, on_fold_end=None):
-    """Stratified k-fold cross-validation of one variant, ``repeats`` times; returns a CrossValidation.
+def cross_validate(variant, dataset, protocol=PAPER, attention_point=None, *, device=None, progress=True,
+                   fold_maps=None, on_fold_end=None, **changes):
+    """Stratified k-fold cross-validation of one variant, ``protocol.repeats`` times; returns a CrossValidation.
 
-    Each fold: a fresh ``make_model(variant, adn, attention_point, image_size)`` (initialised from the
-    fold's seed), ``fit`` on the training part for ``epochs`` (with ``augment``), ``evaluate`` on the
-    test part. ``fold_maps`` from ``prepare_folds`` (same dataset, ``folds`` and ``repeats``) skips the
-    colourisers; without it they are trained here. ``seed`` seeds each fold's model initialisation
-    and batch order, and the splits when the folds are made here. Same seed, same numbers on the CPU.
-    ``on_fold_end(result, fold, model)``, if given, is called after each fold is evaluated (the demo
-    keeps fold 0's trained model this way to draw its attention).
+    ``changes`` are protocol settings for this call: ``cross_validate("baseline", data, adn="cnn",
+    folds=3)`` is ``cross_validate("baseline", data, PAPER.replace(adn="cnn", folds=3))``.
+    Each fold: a fresh ``make_model(variant, adn, attention_point, image_size)`` (initialised from
+    the fold's seed), ``fit`` on the training part (with the protocol's epochs, batches, learning
+    rate and augmentation), ``evaluate`` on the test part. ``fold_maps`` from ``prepare_folds``
+    (same dataset, folds and repeats) skips the colourisers; without it they are trained here. The
+    protocol's seed seeds each fold's model initialisation and batch order, and the splits when the
+    folds are made here. Same seed, same numbers on the CPU. ``on_fold_end(result, fold, model)``,
+    if given, is called after each fold is evaluated (the demo keeps fold 0's trained model this way
+    to draw its attention).
     """
-    labels = _check_dataset(dataset, folds)
+    protocol = protocol.replace(**changes)
+    labels = _check_dataset(dataset, protocol.folds)
     image_size = dataset.images.shape[-1]
-    # Build one model before any training so that a bad variant, ADN or point fails at once.
-    params = _count_parameters(make_model(variant, adn=adn, attention_point=attention_point, image_size=image_size))
-    check_int(epochs, "epochs", 1)
-    check_int(batch_size, "batch_size", 2)
-    check_int(repeats, "repeats", 1)
-    _check_lr(lr)
-    _check_bool(augment, "augment")
+    # Build one model before any training so that a bad variant or point fails at once.
+    params = _count_parameters(make_model(variant, adn=protocol.adn, attention_point=attention_point,
+                                          image_size=image_size))
     if fold_maps is None:
-        fold_maps = prepare_folds(dataset, folds, seed, colorizer_epochs, cross_fit, device, progress, repeats)
-    _check_fold_maps(fold_maps, dataset, folds, repeats)
+        fold_maps = prepare_folds(dataset, protocol.folds, protocol.seed, protocol.colorizer_epochs, protocol.cross_fit,
+                                  device, progress, protocol.repeats)
+    _check_fold_maps(fold_maps, dataset, protocol.folds, protocol.repeats)
 
-    result = CrossValidation(variant, adn, attention_point, params, folds=[])
+    result = CrossValidation(variant, protocol.adn, attention_point, params, folds=[])
     description = result.label + (f" at point {attention_point}" if attention_point else "")
     for fold in tqdm(fold_maps, desc=description, disable=not progress, leave=False):
-        fold_seed = _fold_seed(seed, fold.number, fold.repeat)
-        seed_everything(fold_seed)
-        model = make_model(variant, adn=adn, attention_point=attention_point, image_size=image_size)
-        train, test = torch.from_numpy(fold.train_index), torch.from_numpy(fold.test_index)
-        history = fit(model, dataset.images[train], fold.scaled_maps[train], labels[train], epochs=epochs, lr=lr,
-                      batch_size=batch_size, augment=augment, device=device, seed=fold_seed, progress=progress)
+        model, history = _trained_model(variant, attention_point, dataset, fold, fold.train_index, protocol, device,
+                                        progress)
+        test = torch.from_numpy(fold.test_index)
         metrics = evaluate(model, dataset.images[test], fold.scaled_maps[test], labels[test], device=device)
-        record = dict(repeat=fold.repeat, fold=fold.number, n_train=len(train), n_test=len(test), history=history)
+        record = dict(repeat=fold.repeat, fold=fold.number, n_train=len(fold.train_index), n_test=len(test),
+                      history=history)
         record.update({name: value for name, value in metrics.items() if not name.endswith("scores")})
         result.folds.append(record)
         if on_fold_end is not None:
             on_fold_end(result, fold, model)
     return result
+
+
+def _trained_model(variant, attention_point, dataset, fold, train_index, protocol, device, progress=False):
+    """(model, losses per epoch): made from the fold's seed and trained on ``train_index``, as every row's folds are."""
+    fold_seed = _fold_seed(protocol.seed, fold.number, fold.repeat)
+    seed_everything(fold_seed)
+    model = make_model(variant, adn=protocol.adn, attention_point=attention_point, image_size=dataset.images.shape[-1])
+    train = torch.as_tensor(train_index)
+    history = fit(model, dataset.images[train], fold.scaled_maps[train], torch.as_tensor(dataset.labels)[train],
+                  epochs=protocol.epochs, lr=protocol.lr, batch_size=protocol.batch_size, augment=protocol.augment,
+                  device=device, seed=fold_seed, progress=progress)
+    return model, history
 
 
 # The map alone, and a fairly chosen attention point ---------------------------------------------------------
@@ -249,27 +258,24 @@ def map_alone(dataset, fold_maps, adn="resnet18"):
     return result
 
 
-def choose_point(variant, dataset, fold, points=ATTENTION_POINTS, *, adn, epochs, batch_size=16, lr=None,
-                 augment=False, seed=0, device=None):
+def choose_point(variant, dataset, fold, points=ATTENTION_POINTS, protocol=PAPER, *, device=None, **changes):
     """The attention point with the best validation AUROC inside ``fold``'s training part; (point, {point: AUROC}).
 
     A stratified third of the training part is held out (``train_test_split``, seeded by the fold);
-    the variant is trained at each point on the rest, exactly as ``cross_validate`` trains it, and
-    scored on the held-out third. No test image is looked at. AUROC rather than F1 because on a
-    validation third of a small fold F1 at 0.5 takes only a few values; the first of equal AUROCs wins.
+    the variant is trained at each point on the rest, exactly as ``cross_validate`` trains it (with
+    ``protocol`` and its ``changes``), and scored on the held-out third. No test image is looked at.
+    AUROC rather than F1 because on a validation third of a small fold F1 at 0.5 takes only a few
+    values; the first of equal AUROCs wins.
     """
+    protocol = protocol.replace(**changes)
     labels = torch.as_tensor(dataset.labels)
     train = fold.train_index
-    fold_seed = _fold_seed(seed, fold.number, fold.repeat)
-    inner_train, validation = (torch.from_numpy(part) for part in train_test_split(
-        train, test_size=VALIDATION_FRACTION, stratify=labels[train].numpy(), random_state=fold_seed))
-    image_size = dataset.images.shape[-1]
+    inner_train, validation = train_test_split(train, test_size=VALIDATION_FRACTION, stratify=labels[train].numpy(),
+                                               random_state=_fold_seed(protocol.seed, fold.number, fold.repeat))
+    validation = torch.from_numpy(validation)
     aurocs = {}
     for point in points:
-        seed_everything(fold_seed)
-        model = make_model(variant, adn=adn, attention_point=point, image_size=image_size)
-        fit(model, dataset.images[inner_train], fold.scaled_maps[inner_train], labels[inner_train], epochs=epochs,
-            lr=lr, batch_size=batch_size, augment=augment, device=device, seed=fold_seed, progress=False)
+        model, _ = _trained_model(variant, point, dataset, fold, inner_train, protocol, device)
         aurocs[point] = evaluate(model, dataset.images[validation], fold.scaled_maps[validation], labels[validation],
                                  device=device)["auroc"]
     return max(aurocs, key=aurocs.get), aurocs
@@ -299,23 +305,13 @@ def _environment(device):
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 
-def _planned_runs(dataset, adn, variants, attention_points):
+def _planned_runs(dataset, protocol):
     """(variant, point) for every cross-validation, each model built once so that bad settings fail now."""
-    if isinstance(variants, str):
-        raise ValueError(f"variants must be a list of variant names, got the string {variants!r}")
-    variants, attention_points = tuple(variants), tuple(attention_points)
-    if not variants:
-        raise ValueError("variants is empty")
-    unknown = [variant for variant in variants if variant not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; expected some of {list(VARIANTS)}")
-    if any(variant in ATTENTION_VARIANTS for variant in variants) and not attention_points:
-        raise ValueError("attention_points is empty but attention variants were asked for")
-    runs = [(variant, point if variant in ATTENTION_VARIANTS else None)
-            for variant in variants for point in (attention_points if variant in ATTENTION_VARIANTS else (None,))]
+    runs = [(variant, point if variant in ATTENTION_VARIANTS else None) for variant in protocol.variants
+            for point in (protocol.attention_points if variant in ATTENTION_VARIANTS else (None,))]
     for variant, point in runs:
-        make_model(variant, adn=adn, attention_point=point, image_size=dataset.images.shape[-1])
-    return variants, attention_points, runs
+        make_model(variant, adn=protocol.adn, attention_point=point, image_size=dataset.images.shape[-1])
+    return runs
 
 
 def _finished_results(out_dir, config):
@@ -349,16 +345,16 @@ def _check_out_dir(out_dir, resume):
     (out_dir / ".writable").unlink()
 
 
-def run_ablation(dataset, adn="resnet18", variants=VARIANTS, attention_points=ATTENTION_POINTS, folds=5, seed=0,
-                 epochs=PAPER_EPOCHS, colorizer_epochs=PAPER_COLORIZER_EPOCHS, cross_fit=2, batch_size=16, lr=None,
-                 out_dir=None, device=None, progress=True, fold_maps=None, repeats=1, augment=False,
-                 choose_points=None, resume=False, on_fold_end=None):
+def run_ablation(dataset, protocol=PAPER, *, out_dir=None, device=None, progress=True, fold_maps=None, resume=False,
+                 on_fold_end=None, **changes):
     """Table 3 for one ADN: the map alone, then every variant, each attention variant at every point.
 
+    ``protocol`` (``lea_tiny.protocol``: PAPER by default, or TEACHING) says what is trained and
+    how; ``changes`` are settings for this call (``run_ablation(data, adn="cnn", folds=3)``).
     The colourisers are trained once per fold of every repeat (``prepare_folds``, or pass
     ``fold_maps``) and shared by all variants, so every row is measured on the same folds and maps.
-    ``choose_points`` (default: when more than one attention point is tried) adds, per attention
-    variant, the row whose point ``choose_point`` picks on validation data inside each training part.
+    With several attention points (or ``choose_points=True``) each attention variant also gets the
+    row whose point ``choose_point`` picks on validation data inside each training part.
     With ``out_dir`` nothing finished is lost: each fold's maps are saved in ``out_dir/fold_maps`` as
     they are made, and the table after every finished cross-validation (``AblationTable.save``).
     ``resume=True`` continues the run saved in ``out_dir``: saved maps and finished cross-validations
@@ -366,45 +362,37 @@ def run_ablation(dataset, adn="resnet18", variants=VARIANTS, attention_points=AT
     cross-validation seeds itself, a resumed run ends with the table an uninterrupted one gives.
     ``on_fold_end`` goes to ``cross_validate``. Returns an AblationTable; print it for the table.
     """
-    labels = _check_dataset(dataset, folds)
-    variants, attention_points, runs = _planned_runs(dataset, adn, variants, attention_points)
-    choose_points = len(attention_points) > 1 if choose_points is None else choose_points
-    _check_bool(choose_points, "choose_points")
-    for name, value, minimum in (("epochs", epochs, 1), ("batch_size", batch_size, 2), ("repeats", repeats, 1)):
-        check_int(value, name, minimum)
-    _check_lr(lr)
-    _check_bool(augment, "augment")
+    protocol = protocol.replace(**changes)
+    labels = _check_dataset(dataset, protocol.folds)
+    runs = _planned_runs(dataset, protocol)
     _check_bool(resume, "resume")
     config = dict(dataset=getattr(dataset, "name", "?"), n_normal=int((labels == 0).sum()),
-                  n_anomalous=int((labels == 1).sum()), image_size=dataset.images.shape[-1], adn=adn,
-                  variants=list(variants), attention_points=list(attention_points), folds=folds, repeats=repeats,
-                  seed=seed, epochs=epochs, colorizer_epochs=colorizer_epochs, cross_fit=cross_fit,
-                  batch_size=batch_size, lr=lr or default_lr(adn), augment=augment, choose_points=choose_points,
-                  dataset_fingerprint=fingerprint(dataset))
+                  n_anomalous=int((labels == 1).sum()), image_size=dataset.images.shape[-1],
+                  **protocol.as_config(), dataset_fingerprint=fingerprint(dataset))
     _check_out_dir(out_dir, resume)
     done, started = _finished_results(out_dir, config) if resume else ({}, None)
     if done:
         print(f"resuming {out_dir}: {len(done)} finished cross-validation(s) kept")
     if fold_maps is None:
-        cache_dir = Path(out_dir) / "fold_maps" if out_dir is not None else None
-        fold_maps = prepare_folds(dataset, folds, seed, colorizer_epochs, cross_fit, device, progress, repeats,
-                                  cache_dir)
-    _check_fold_maps(fold_maps, dataset, folds, repeats)
+        fold_maps = prepare_folds(dataset, protocol.folds, protocol.seed, protocol.colorizer_epochs, protocol.cross_fit,
+                                  device, progress, protocol.repeats,
+                                  cache_dir=Path(out_dir) / "fold_maps" if out_dir is not None else None)
+    _check_fold_maps(fold_maps, dataset, protocol.folds, protocol.repeats)
     environment = _environment(device) | ({"resumed_a_run_started": started} if started else {})
-    table = AblationTable([map_alone(dataset, fold_maps, adn)], config, environment, fold_maps)
-    training = dict(folds=folds, seed=seed, adn=adn, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                    progress=progress, fold_maps=fold_maps, repeats=repeats, augment=augment, on_fold_end=on_fold_end)
+    table = AblationTable([map_alone(dataset, fold_maps, protocol.adn)], config, environment, fold_maps)
+    options = dict(device=device, fold_maps=fold_maps)
 
     def finished(key, run):
         table.results.append(done[key] if key in done else run())
         if out_dir is not None:
             table.save(out_dir)
 
-    for variant, point in tqdm(runs, desc=f"ablation ({ADN_LABELS[adn]})", disable=not progress):
-        finished((variant, point), lambda: cross_validate(variant, dataset, attention_point=point, **training))
-        if choose_points and variant in ATTENTION_VARIANTS and point == attention_points[-1]:
+    for variant, point in tqdm(runs, desc=f"ablation ({ADN_LABELS[protocol.adn]})", disable=not progress):
+        finished((variant, point), lambda: cross_validate(variant, dataset, protocol, point, progress=progress,
+                                                          on_fold_end=on_fold_end, **options))
+        if protocol.chooses_points and variant in ATTENTION_VARIANTS and point == protocol.attention_points[-1]:
             by_point = {result.attention_point: result for result in table.results if result.variant == variant}
-            finished((variant, None), lambda: fair_point_row(by_point, {(fold.repeat, fold.number): choose_point(
-                variant, dataset, fold, attention_points, adn=adn, epochs=epochs, batch_size=batch_size, lr=lr,
-                augment=augment, seed=seed, device=device) for fold in fold_maps}))
+            finished((variant, None), lambda: fair_point_row(by_point, {
+                (fold.repeat, fold.number): choose_point(variant, dataset, fold, protocol.attention_points, protocol,
+                                                         device=device) for fold in fold_maps}))
     return table

@@ -46,7 +46,6 @@ from lea_tiny import autocast, check_int, get_device, seed_everything
 from lea_tiny.adn import ADN_NAMES
 from lea_tiny.attention import make_model
 
-PAPER_EPOCHS = 100  # Section 4-2, the classifiers
 CHECKPOINT_FORMAT = "lea_tiny checkpoint 1"
 
 
