@@ -41,31 +41,38 @@ from sklearn.metrics import precision_recall_curve
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from tqdm.auto import tqdm
 
-from lea_tiny import check_int, get_device, seed_everything
+from lea_tiny import get_device, seed_everything
 from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, VARIANTS, make_model
-from lea_tiny.colorize import fold_anomaly_maps, image_score, map_scale, scale_maps
+from lea_tiny.checks import (check_bool as _check_bool, check_both_classes as _check_both_classes, check_images,
+                             check_int, check_labels as _check_labels, check_lr as _check_lr, fewest_to_split)
+from lea_tiny.colorize import fewest_normals_to_cross_fit, fold_anomaly_maps, image_score, map_scale, scale_maps
 from lea_tiny.compare import ADN_LABELS, AblationTable, CrossValidation
-from lea_tiny.train import (PAPER_EPOCHS, _check_bool, _check_both_classes, _check_labels, _check_lr,
-                            _write_atomically, default_lr, evaluate, f1_and_auroc, fit)
+from lea_tiny.train import PAPER_EPOCHS, _write_atomically, default_lr, evaluate, f1_and_auroc, fit
 
 PAPER_COLORIZER_EPOCHS = 500  # Section 4-2, the U-Net (with early stopping)
 VALIDATION_FRACTION = 1 / 3  # of a training part, for choose_point
-def _check_dataset(dataset, folds):
+def _check_dataset(dataset, folds, cross_fit=2):
+    """The labels as int64 if ``dataset`` can be split into ``folds`` and cross-fitted with ``cross_fit``."""
     if not all(hasattr(dataset, name) for name in ("images", "labels")):
         raise ValueError(f"dataset must be an AnomalyDataset (with .images and .labels), got {type(dataset).__name__}")
-    images = dataset.images
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 \
-            or images.shape[2] != images.shape[3]:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"dataset.images must be square RGB images of shape (N, 3, S, S), got {shape}")
+    images = check_images(dataset.images, "dataset.images")
+    if images.shape[2] != images.shape[3]:
+        raise ValueError(f"dataset.images must be square RGB images of shape (N, 3, S, S), got {tuple(images.shape)}")
     labels = _check_labels(dataset.labels, images.shape[0], "dataset.labels")
     _check_both_classes(labels, "the dataset")
     check_int(folds, "folds", 2)
+    check_int(cross_fit, "cross_fit", 2)
     for label, name in ((0, "normal"), (1, "anomalous")):
         count = int((labels == label).sum())
         if count < folds:
             raise ValueError(f"the dataset has {count} {name} images, fewer than folds={folds}: "
                              f"each fold needs at least one image of each class")
+    # The colourisers of the fold with the largest test part see the fewest training normals.
+    normals, needed = int((labels == 0).sum()), fewest_to_split(folds, fewest_normals_to_cross_fit(cross_fit))
+    if normals < needed:
+        raise ValueError(f"the dataset has {normals} normal images; folds={folds} with cross_fit={cross_fit} needs at "
+                         f"least {needed}, so that every fold's training part can be cross-fitted "
+                         f"(lower folds or cross_fit, or add normal images)")
     return labels
 
 
@@ -263,9 +270,14 @@ def _planned_runs(dataset, adn, variants, attention_points):
     """(variant, point) for every cross-validation, each model built once so that bad settings fail now."""
     if isinstance(variants, str):
         raise ValueError(f"variants must be a list of variant names, got the string {variants!r}")
-    variants, attention_points = tuple(variants), tuple(attention_points)
+    variants = tuple(variants)
+    attention_points = tuple(check_int(point, "every attention point", ATTENTION_POINTS[0], ATTENTION_POINTS[-1])
+                             for point in attention_points)
     if not variants:
         raise ValueError("variants is empty")
+    if len(set(attention_points)) < len(attention_points):
+        raise ValueError(f"attention_points {list(attention_points)} repeats a point, which would train the same "
+                         f"models twice; list each point once")
     unknown = [variant for variant in variants if variant not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; expected some of {list(VARIANTS)}")
