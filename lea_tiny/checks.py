@@ -7,7 +7,7 @@ run once per call, never inside a training loop.
 
 Read top to bottom:
     numbers and flags   is_int, check_int, check_seed, check_bool, check_number, check_lr
-    tensors             check_float32, check_finite, check_unit_range, check_images, check_maps
+    tensors             check_dtype, check_float32, check_finite, check_unit_range, check_images, check_maps
     labels and indices  check_labels, check_both_classes, check_indices
     models and devices  check_model, check_model_inputs, check_device
     counts              fewest_to_split
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 SEED_MAX = 2**32 - 1  # numpy's legacy generator (np.random.seed, which seed_everything calls) takes no larger seed
+EIGHT_BIT_FIX = "images in 0..255 must be divided by 255"
 
 
 # Numbers and flags --------------------------------------------------------------------------------------
@@ -87,6 +88,16 @@ def check_lr(lr):
 
 
 # Tensors ------------------------------------------------------------------------------------------------
+def check_dtype(tensor, name, dtype, fix):
+    """``tensor`` if it is a torch.Tensor of ``dtype``, else a ValueError that names the dtype and ends with ``fix``."""
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype != dtype:
+        got = f"dtype {tensor.dtype}" if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        kind = str(dtype).removeprefix("torch.")
+        article = "an" if kind.startswith("int") else "a"  # an int64, a uint8, a float32
+        raise ValueError(f"{name} must be {article} {kind} tensor, got {got}; {fix}")
+    return tensor
+
+
 def check_float32(tensor, name):
     """``tensor`` if it is a float32 torch.Tensor, else a ValueError that says how to convert it.
 
@@ -94,12 +105,10 @@ def check_float32(tensor, name):
     deep inside torch with a message about "Input type" and "bias type".
     """
     if not isinstance(tensor, torch.Tensor):
-        raise ValueError(f"{name} must be a float32 torch.Tensor, got {type(tensor).__name__}; "
-                         f"convert arrays with torch.as_tensor(...).float()")
-    if tensor.dtype != torch.float32:
-        fix = ".float()" if tensor.is_floating_point() else ".float() / 255 (8-bit images)"
-        raise ValueError(f"{name} must be a float32 tensor, got dtype {tensor.dtype}; convert it with {fix}")
-    return tensor
+        fix = "convert an array with torch.as_tensor(array).float()"
+    else:
+        fix = "convert it with .float()" if tensor.is_floating_point() else "convert 8-bit images with .float() / 255"
+    return check_dtype(tensor, name, torch.float32, fix)
 
 
 def check_finite(tensor, name, expected="finite"):
@@ -114,7 +123,7 @@ def check_finite(tensor, name, expected="finite"):
     return tensor
 
 
-def check_unit_range(tensor, name, fix="images in 0..255 must be divided by 255"):
+def check_unit_range(tensor, name, fix=EIGHT_BIT_FIX):
     """``tensor`` if every value is finite and in [0, 1], else a ValueError that ends with ``fix``."""
     check_finite(tensor, name, "finite, with values in [0, 1]")
     if tensor.numel() and not tensor.is_meta:
@@ -124,8 +133,7 @@ def check_unit_range(tensor, name, fix="images in 0..255 must be divided by 255"
     return tensor
 
 
-def check_images(images, name="images", channels=3, fix="images in 0..255 must be divided by 255",
-                 allow_empty=False):
+def check_images(images, name="images", channels=3, fix=EIGHT_BIT_FIX, allow_empty=False):
     """``images`` if it is a float32 tensor (N, channels, H, W), N >= 1, finite and in [0, 1]; else a ValueError.
 
     This is what lea_tiny means by images everywhere, and (with ``channels=1``) by scaled anomaly maps.
@@ -191,7 +199,8 @@ def check_indices(index, count, name):
 def check_model(model, name="model"):
     """``model`` if it is a LEA-Net model (``lea_tiny.attention.make_model``), else a ValueError."""
     if not isinstance(model, nn.Module) or not all(hasattr(model, key) for key in ("variant", "adn_name")):
-        raise ValueError(f"{name} must be a LEA-Net model from lea_tiny.attention.make_model, got {type(model).__name__}")
+        raise ValueError(f"{name} must be a LEA-Net model from lea_tiny.attention.make_model, "
+                         f"got {type(model).__name__}")
     return model
 
 
@@ -219,7 +228,8 @@ def check_device(device):
     except RuntimeError:  # torch.device("toaster")
         parsed = None
     if parsed is None or parsed.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be {expected}, got {str(device) if isinstance(device, torch.device) else device!r}")
+        shown = str(device) if isinstance(device, torch.device) else device
+        raise ValueError(f"device must be {expected}, got {shown!r}")
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(parsed)!r} was asked for but CUDA is not available here; use 'cpu'")
     if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():

@@ -308,7 +308,7 @@ def _lab_pairs(unet, rgb, batch_size):
     """Yield (true L*a*b*, re-coloured L*a*b*) batch by batch, on the model's device."""
     device = next(unet.parameters()).device
     for batch in rgb.split(batch_size):
-        lab = rgb_to_lab(batch.to(device, torch.float32))
+        lab = _rgb_to_lab(batch.to(device, torch.float32))  # unchecked: the callers checked rgb once
         yield lab, _recolored_lab(unet, lab)
 
 
@@ -319,7 +319,8 @@ def colorize(unet, rgb, batch_size=64):
     image converted back to L*a*b* can differ slightly from the L*a*b* the map is computed on.
     """
     _check_recoloring(unet, rgb, batch_size)
-    with torch.no_grad():  # not inference_mode: the result stays an ordinary tensor, to change in place or differentiate
+    # no_grad, not inference_mode: the result is an ordinary tensor, to change in place or to differentiate
+    with torch.no_grad():
         return torch.cat([lab_to_rgb(recolored) for _, recolored in _lab_pairs(unet, rgb, batch_size)]).to(rgb.device)
 
 
@@ -330,7 +331,7 @@ def anomaly_map(unet, rgb, batch_size=64):
     input's own, the map measures chroma and hue errors only.
     """
     _check_recoloring(unet, rgb, batch_size)
-    with torch.no_grad():  # as in colorize: maps /= scale must work
+    with torch.no_grad():  # as in colorize: maps /= scale works
         return torch.cat([ciede2000(lab, recolored) for lab, recolored in _lab_pairs(unet, rgb, batch_size)]).to(rgb.device)
 
 
@@ -341,7 +342,8 @@ def fewest_normals_to_cross_fit(k, val_fraction=VAL_FRACTION):
     The colouriser of each part learns from the other parts, and ``train_colorizer`` needs 2 images
     to train on (BatchNorm) besides those it holds out (``val_fraction``): 3 by default.
     """
-    fewest_to_train = next(count for count in itertools.count(2) if count - _validation_count(count, val_fraction) >= 2)
+    fewest_to_train = next(count for count in itertools.count(2)
+                           if count - _validation_count(count, val_fraction) >= 2)
     return fewest_to_split(k, fewest_to_train)
 
 
@@ -351,6 +353,7 @@ def _check_cross_fit(what, count, k_name, k, colorizer_kwargs):
         raise ValueError(f"cannot split {what} into {k_name}={k} parts: at least {needed} are needed, since each "
                          f"part's colouriser learns from the other parts and needs 2 images to train on besides "
                          f"those it validates on; lower {k_name} or add normal images")
+
 
 def cross_fitted_maps(normal_images, k, *, epochs, seed=0, device=None, progress=False, **colorizer_kwargs):
     """Maps of normal images, each from a colouriser that never saw it: (N, H, W) on the images' device.

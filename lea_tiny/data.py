@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from skimage import color, data, io
 
-from lea_tiny.checks import check_images, check_int, check_labels, check_number, check_seed
+from lea_tiny.checks import check_dtype, check_images, check_int, check_labels, check_number, check_seed
 
 EMBEDDED_DATASETS = ("retina", "leaves")
 PAPER_TABLE_2 = {  # name: (anomalous "Positive", normal "Negative") images, Table 2
@@ -86,15 +86,13 @@ class AnomalyDataset:
     def __post_init__(self):
         images, labels, masks = check_images(self.images, allow_empty=True), self.labels, self.masks
         count = images.shape[0]
-        if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64:
-            got = f"dtype {labels.dtype}" if isinstance(labels, torch.Tensor) else type(labels).__name__
-            raise ValueError(f"labels must be an int64 tensor, got {got}; convert with torch.as_tensor(labels).long()")
-        check_labels(labels, count)
+        check_labels(check_dtype(labels, "labels", torch.int64, "convert them with torch.as_tensor(labels).long()"),
+                     count)
         if masks is not None:
             expected = (count, *images.shape[2:])
-            if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or tuple(masks.shape) != expected:
-                shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
-                raise ValueError(f"masks must be None or a bool tensor of shape {expected}, got {shape}")
+            check_dtype(masks, "masks", torch.bool, "convert them with masks > 0 (True on anomalous pixels)")
+            if tuple(masks.shape) != expected:
+                raise ValueError(f"masks must be None or a bool tensor of shape {expected}, got {tuple(masks.shape)}")
             if bool(masks[labels == 0].any()):
                 raise ValueError("masks must be all False on normal images (label 0)")
         for field in ("defect_types", "sources"):
@@ -637,6 +635,7 @@ def load_folder(root, image_size=256, normal_classes=None):
     Images are resized to ``image_size`` x ``image_size`` (bilinear, anti-aliased), as the paper
     did (Section 4-1); non-square images are stretched, not cropped. RGBA images are composited on
     white and greyscale ones copied to three channels; a warning says how many were converted.
+    Files under 16 px on a side, and float files with values outside [0, 1], are refused (``_read``).
     Masks: MVTec AD masks are resized with nearest neighbours; normal images get all-False masks.
     If any anomalous image has no mask file (and always for the other layouts), ``masks`` is None:
     an all-False mask would claim that the image has no anomalous pixel.

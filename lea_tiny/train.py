@@ -44,7 +44,7 @@ from lea_tiny import autocast, get_device, seed_everything
 from lea_tiny.adn import ADN_NAMES
 from lea_tiny.attention import make_model
 from lea_tiny.checks import (check_bool, check_both_classes, check_int, check_lr, check_model, check_model_inputs,
-                             check_seed)
+                             check_seed, is_int)
 
 PAPER_EPOCHS = 100  # Section 4-2, the classifiers
 CHECKPOINT_FORMAT = "lea_tiny checkpoint 1"
@@ -270,7 +270,7 @@ def save_checkpoint(path, model, config):
     check_model(model)
     if not isinstance(config, dict) or "image_size" not in config:
         raise ValueError("config must be a dict holding at least 'image_size' (the model's input size)")
-    if config["image_size"] != model.image_size:
+    if not is_int(config["image_size"]) or config["image_size"] != model.image_size:
         raise ValueError(f"config['image_size'] is {config['image_size']!r} but the model takes "
                          f"{model.image_size} px images; load_checkpoint would build the wrong model")
     config = dict(config, variant=model.variant, adn=model.adn_name, attention_point=model.attention_point)
