@@ -560,9 +560,9 @@ def _read(path):
         raise ValueError(f"image file {path} is {image.shape[1]} x {image.shape[0]} px, smaller than "
                          f"{MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}: too small to resize to a useful image; remove it")
     if image.dtype.kind == "f" and not (np.isfinite(image).all() and 0 <= image.min() and image.max() <= 1):
-        raise ValueError(f"image file {path} holds floats in [{np.nanmin(image):.4g}, {np.nanmax(image):.4g}] "
-                         f"(or NaN); float images must hold [0, 1]: scale it (e.g. divide 0..255 by 255) or save "
-                         f"it as 8 or 16 bits")
+        found = f"values in [{image.min():.4g}, {image.max():.4g}]" if np.isfinite(image).all() else "NaN or inf"
+        raise ValueError(f"image file {path} holds {found}; float images must hold [0, 1]: scale it (e.g. "
+                         f"divide 0..255 by 255) or save it as 8 or 16 bits")
     image = image.astype(np.float32) / (np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1)
     conversion = None
     if image.ndim == 3 and image.shape[2] == 4:
