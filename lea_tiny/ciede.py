@@ -154,7 +154,7 @@ def rgb_to_lab(rgb):
 
 
 def _rgb_to_lab(rgb):
-    """``rgb_to_lab`` without the checks (their pass over the values), for training loops on checked images."""
+    """``rgb_to_lab`` without its checks, for float32 images checked once: no pass over them per training batch."""
     return _run(_rgb_to_lab_planes, rgb)
 
 

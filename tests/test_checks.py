@@ -95,6 +95,13 @@ def test_nan_and_inf_are_refused(call, message):
         call()
 
 
+def test_meta_tensors_have_shapes_and_no_values_to_check():
+    with torch.device("meta"):
+        model = _model().eval()
+        adn_logit, _ = model(torch.empty(2, 3, SIZE, SIZE), torch.empty(2, 1, SIZE, SIZE))
+    assert adn_logit.shape == (2,) and adn_logit.is_meta
+
+
 def test_a_colouriser_whose_loss_is_never_finite_is_an_error_naming_lr(monkeypatch):
     import lea_tiny.colorize as colorize_module
 
