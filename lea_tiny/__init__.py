@@ -3,8 +3,8 @@
 Each concept lives in one module: ``ciede`` (colour science), ``data``, ``colorize``
 (the U-Net and the colour anomaly map), ``attention``, ``caan``, ``adn``, ``train`` (one model),
 ``ablation`` (repeated cross-validation, Table 3) and ``compare`` (paired differences with intervals).
-This file holds the helpers every module shares: pick a device, seed everything, the
-mixed precision used on CUDA, and the check on counts and sizes that every entry point runs.
+This file holds the helpers every module shares: pick a device, seed everything and the
+mixed precision used on CUDA. The checks every entry point runs on its arguments are in ``checks``.
 """
 
 import os
@@ -13,47 +13,38 @@ import random
 import numpy as np
 import torch
 
+# check_int stays importable as lea_tiny.check_int, where it lived before lea_tiny.checks.
+from lea_tiny.checks import check_device, check_int, check_seed  # noqa: F401
+
 __version__ = "0.1.0"
 
 
 def get_device(device=None):
     """The device to compute on: the one asked for, else CUDA when present, else the CPU.
 
-    Pick it once and pass it around; every function in lea_tiny takes ``device=``.
+    Pick it once and pass it around; every function in lea_tiny takes ``device=``. Only the CPU
+    and the CUDA devices present are accepted ("cpu", "cuda", "cuda:1", ...); see ``checks.check_device``.
     """
     if device is not None:
-        device = torch.device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} was asked for but CUDA is not available here")
-        return device
+        return check_device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def seed_everything(seed=0):
     """Seed Python, NumPy and torch (CPU and CUDA) so the same seed gives the same numbers on CPU.
 
-    On the CPU that holds for the same number of threads (``torch.get_num_threads()``): a
-    convolution adds its terms in an order that depends on it, and a training run turns last-bit
-    differences into another model. GPU kernels can be non-deterministic; results there agree to
-    within noise.
+    ``seed`` is an int in 0..2**32 - 1, the range NumPy accepts. On the CPU the numbers repeat for
+    the same number of threads (``torch.get_num_threads()``): a convolution adds its terms in an
+    order that depends on it, and a training run turns last-bit differences into another model.
+    GPU kernels can be non-deterministic; results there agree to within noise.
     """
-    seed = check_int(seed, "seed", 0)
+    seed = check_seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
     return seed
-
-
-def check_int(value, name, minimum):
-    """``value`` as an int if it is a whole number >= ``minimum``, else a ValueError that names it.
-
-    Booleans are refused although Python counts them as ints: ``epochs=True`` is a mistake.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def autocast(device):

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from lea_tiny import get_device
 from lea_tiny.ablation import run_ablation
 from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS
+from lea_tiny.checks import check_seed
 from lea_tiny.compare import ADN_LABELS
 from lea_tiny.data import load_folder, make_dataset
 from lea_tiny.embedded import EMBEDDED_DATASETS
@@ -68,7 +69,10 @@ def _positive_int(text):
 def _seed(text):
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return int(text)
+    try:
+        return check_seed(int(text))
+    except ValueError as error:  # above 2**32 - 1
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _learning_rate(text):
@@ -111,7 +115,7 @@ def _class_names(text):
 def _device(text):
     try:
         return get_device(text)
-    except (RuntimeError, ValueError) as error:  # torch.device("nonsense") raises RuntimeError
+    except ValueError as error:  # an unknown name, mps or meta, or CUDA that is not here
         raise argparse.ArgumentTypeError(str(error)) from None
 
 

@@ -44,32 +44,39 @@ from sklearn.metrics import precision_recall_curve
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from tqdm.auto import tqdm
 
-from lea_tiny import check_int, get_device, seed_everything
+from lea_tiny import get_device, seed_everything
 from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, make_model
-from lea_tiny.colorize import fold_anomaly_maps, image_score, map_scale, scale_maps
+from lea_tiny.checks import check_bool, check_both_classes, check_images, check_int, check_labels, fewest_to_split
+from lea_tiny.colorize import fewest_normals_to_cross_fit, fold_anomaly_maps, image_score, map_scale, scale_maps
 from lea_tiny.compare import ADN_LABELS, AblationTable, CrossValidation, load_results
 from lea_tiny.protocol import PAPER
-from lea_tiny.train import _check_bool, _check_both_classes, _check_labels, _write_atomically, evaluate, f1_and_auroc, fit
+from lea_tiny.train import _write_atomically, evaluate, f1_and_auroc, fit
 
 VALIDATION_FRACTION = 1 / 3  # of a training part, for choose_point
 
 
-def _check_dataset(dataset, folds):
+def _check_dataset(dataset, folds, cross_fit=2):
+    """The labels as int64 if ``dataset`` can be split into ``folds`` and cross-fitted with ``cross_fit``."""
     if not all(hasattr(dataset, name) for name in ("images", "labels")):
         raise ValueError(f"dataset must be an AnomalyDataset (with .images and .labels), got {type(dataset).__name__}")
-    images = dataset.images
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 \
-            or images.shape[2] != images.shape[3]:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"dataset.images must be square RGB images of shape (N, 3, S, S), got {shape}")
-    labels = _check_labels(dataset.labels, images.shape[0], "dataset.labels")
-    _check_both_classes(labels, "the dataset")
+    images = check_images(dataset.images, "dataset.images")
+    if images.shape[2] != images.shape[3]:
+        raise ValueError(f"dataset.images must be square RGB images of shape (N, 3, S, S), got {tuple(images.shape)}")
+    labels = check_labels(dataset.labels, images.shape[0], "dataset.labels")
+    check_both_classes(labels, "the dataset")
     check_int(folds, "folds", 2)
+    check_int(cross_fit, "cross_fit", 2)
     for label, name in ((0, "normal"), (1, "anomalous")):
         count = int((labels == label).sum())
         if count < folds:
             raise ValueError(f"the dataset has {count} {name} images, fewer than folds={folds}: "
                              f"each fold needs at least one image of each class")
+    # The colourisers of the fold with the largest test part see the fewest training normals.
+    normals, needed = int((labels == 0).sum()), fewest_to_split(folds, fewest_normals_to_cross_fit(cross_fit))
+    if normals < needed:
+        raise ValueError(f"the dataset has {normals} normal images; folds={folds} with cross_fit={cross_fit} needs at "
+                         f"least {needed}, so that every fold's training part can be cross-fitted "
+                         f"(lower folds or cross_fit, or add normal images)")
     return labels
 
 
@@ -130,7 +137,7 @@ def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER.colorizer_epo
     fold's maps are saved there as soon as they are made, and maps saved for the same data set, split
     and colouriser settings are loaded instead of trained again (this is how a run resumes).
     """
-    labels = _check_dataset(dataset, folds)
+    labels = _check_dataset(dataset, folds, cross_fit)
     check_int(colorizer_epochs, "colorizer_epochs", 1)
     check_int(cross_fit, "cross_fit", 2)
     check_int(repeats, "repeats", 1)
@@ -194,7 +201,7 @@ def cross_validate(variant, dataset, protocol=PAPER, attention_point=None, *, de
     to draw its attention).
     """
     protocol = protocol.replace(**changes)
-    labels = _check_dataset(dataset, protocol.folds)
+    labels = _check_dataset(dataset, protocol.folds, protocol.cross_fit)
     image_size = dataset.images.shape[-1]
     # Build one model before any training so that a bad variant or point fails at once.
     params = _count_parameters(make_model(variant, adn=protocol.adn, attention_point=attention_point,
@@ -363,9 +370,9 @@ def run_ablation(dataset, protocol=PAPER, *, out_dir=None, device=None, progress
     ``on_fold_end`` goes to ``cross_validate``. Returns an AblationTable; print it for the table.
     """
     protocol = protocol.replace(**changes)
-    labels = _check_dataset(dataset, protocol.folds)
+    labels = _check_dataset(dataset, protocol.folds, protocol.cross_fit)
     runs = _planned_runs(dataset, protocol)
-    _check_bool(resume, "resume")
+    check_bool(resume, "resume")
     config = dict(dataset=getattr(dataset, "name", "?"), n_normal=int((labels == 0).sum()),
                   n_anomalous=int((labels == 1).sum()), image_size=dataset.images.shape[-1],
                   **protocol.as_config(), dataset_fingerprint=fingerprint(dataset))

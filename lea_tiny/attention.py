@@ -35,6 +35,7 @@ from torch import nn
 
 from lea_tiny.adn import ADN_NAMES, check_image_size, make_adn
 from lea_tiny.caan import make_caan
+from lea_tiny.checks import check_float32, check_unit_range, is_int
 
 VARIANTS = ("baseline", "anomaly_map_input", "4ch_input", "attentioned_input", "direct_attention",
             "caan_mobilenet", "caan_resnet")
@@ -106,6 +107,8 @@ class AnomalyDetector(nn.Module):
         return rgb
 
     def _check_inputs(self, rgb, anomaly_map):
+        check_float32(rgb, "rgb")
+        check_float32(anomaly_map, "anomaly_map")
         size = self.image_size
         if rgb.dim() != 4 or rgb.shape[1:] != (3, size, size):
             raise ValueError(f"rgb must be shaped (N, 3, {size}, {size}) for this model, got {tuple(rgb.shape)}")
@@ -115,20 +118,26 @@ class AnomalyDetector(nn.Module):
             raise ValueError(
                 f"anomaly_map {tuple(anomaly_map.shape)} must match the images {tuple(rgb.shape)} in batch and size"
             )
+        # The values are checked in eval mode only: in training mode the caller is fit's loop, which
+        # checked its data once, and a pass over every batch would cost a device sync per step.
+        if not self.training:
+            check_unit_range(rgb, "rgb")
+            check_unit_range(anomaly_map, "anomaly_map", fix="scale it with lea_tiny.colorize.scale_maps")
 
 
 def make_model(variant, adn="resnet18", attention_point=None, image_size=256):
     """One row of Table 3: ``model(rgb, anomaly_map) -> (adn_logit, caan_logit or None)``.
 
-    ``anomaly_map`` is (N, 1, H, W), already scaled for the networks (``colorize.scale_maps``).
-    ``attention_point`` (1..5) is required by the attention variants and refused by the others.
+    ``rgb`` is (N, 3, S, S) and ``anomaly_map`` (N, 1, S, S), already scaled for the networks
+    (``colorize.scale_maps``), both float32 in [0, 1]; the values are checked in eval mode.
+    ``attention_point`` (an int in 1..5) is required by the attention variants and refused by the others.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if adn not in ADN_NAMES:
         raise ValueError(f"unknown ADN {adn!r}; choose one of {', '.join(ADN_NAMES)}")
     if variant in ATTENTION_VARIANTS:
-        if attention_point not in ATTENTION_POINTS:
+        if not is_int(attention_point) or attention_point not in ATTENTION_POINTS:
             raise ValueError(f"variant {variant!r} needs attention_point in 1..5, got {attention_point!r}")
     elif attention_point is not None:
         raise ValueError(f"variant {variant!r} has no attention point; got attention_point={attention_point!r}")

@@ -12,9 +12,9 @@ science behind it:
 * ``SHARMA_2005_PAIRS``: the 34 published test pairs of that paper, which tests and tutorials check
   against.
 
-All functions take tensors shaped (..., 3, H, W), float32 or float64 (half precision is computed in
-float32), on any device, and are differentiable (finite gradients everywhere, also for identical
-colours and greys).
+All functions take finite tensors shaped (..., 3, H, W), float32 or float64 (half precision is
+computed in float32), on any device, and are differentiable (finite gradients everywhere, also for
+identical colours and greys). NaN or inf is refused with a ValueError rather than passed on.
 
 Departures, and why:
 
@@ -37,10 +37,11 @@ Departures, and why:
 """
 
 import math
-import numbers
 import warnings
 
 import torch
+
+from lea_tiny.checks import check_finite, check_number
 
 COMPILE = True
 """Run large no-grad inputs through ``torch.compile``. Set to False to stay eager (e.g. to debug)."""
@@ -81,6 +82,7 @@ def _check_image(tensor, name):
         raise ValueError(
             f"{name} must be shaped (..., 3, H, W) with 3 channels at dim -3, got shape {tuple(tensor.shape)}"
         )
+    check_finite(tensor, name)
     if tensor.dtype in (torch.float16, torch.bfloat16):
         # Half precision has 3 significant digits: not enough for L* or for CIEDE2000.
         return tensor.float()
@@ -148,7 +150,11 @@ def rgb_to_lab(rgb):
     line (linear below 0.04045, so negatives stay negative; the power law above, so values above 1
     become brighter than white), exactly as skimage does. Clip first if your data can overshoot.
     """
-    rgb = _check_image(rgb, "rgb")
+    return _rgb_to_lab(_check_image(rgb, "rgb"))
+
+
+def _rgb_to_lab(rgb):
+    """``rgb_to_lab`` without its checks, for float32 images checked once: no pass over them per training batch."""
     return _run(_rgb_to_lab_planes, rgb)
 
 
@@ -325,10 +331,8 @@ def ciede2000(lab1, lab2, kL=1, kC=1, kH=1):
     to 1e-4, in float32 and float64.
     """
     lab1, lab2 = _check_pair(lab1, lab2)
-    for name, k in (("kL", kL), ("kC", kC), ("kH", kH)):
-        if not isinstance(k, numbers.Real) or isinstance(k, bool) or not k > 0:
-            raise ValueError(f"{name} must be a positive number, got {k!r}")
-    return _run(_ciede2000_planes, lab1, lab2, float(kL), float(kC), float(kH))
+    weights = [check_number(k, name, above=0) for name, k in (("kL", kL), ("kC", kC), ("kH", kH))]
+    return _run(_ciede2000_planes, lab1, lab2, *weights)
 
 
 # ---------------------------------------------------------------------------------------------------

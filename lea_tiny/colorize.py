@@ -47,13 +47,18 @@ Where lea_tiny departs from the released code (docs/released_code.md describes i
   The range [0, 1] is the one the released code feeds its networks (CAAN, Direct Attention).
 """
 
+import itertools
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from lea_tiny import autocast, check_int, get_device, seed_everything
-from lea_tiny.ciede import ciede2000, lab_to_rgb, rgb_to_lab
+from lea_tiny import autocast, get_device, seed_everything
+from lea_tiny.checks import (check_images, check_indices, check_int, check_labels, check_maps, check_number,
+                             check_seed, fewest_to_split)
+from lea_tiny.ciede import _rgb_to_lab, ciede2000, lab_to_rgb, rgb_to_lab
 
 L_SCALE = 100.0
 AB_OFFSET = 128.0
@@ -61,20 +66,7 @@ AB_SCALE = 255.0
 FANCY_PCA_ALPHA = 0.08  # the released code's value (Krizhevsky et al. used 0.1)
 MAP_PERCENTILE = 99.0
 IMAGE_SCORE_TOP = 0.01  # the hottest 1 % of a map's pixels
-
-
-def _check_images(images, name="images"):
-    if not isinstance(images, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (N, 3, H, W), got {type(images).__name__}")
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (N, 3, H, W) (RGB), got {tuple(images.shape)}")
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} is empty (N = 0)")
-    if not images.is_floating_point():
-        raise ValueError(f"{name} must be floating point in [0, 1], got dtype {images.dtype}")
-    low, high = images.min().item(), images.max().item()
-    if not (0.0 <= low and high <= 1.0):  # also catches NaN
-        raise ValueError(f"{name} must have values in [0, 1], got min {low:.4g}, max {high:.4g}")
+VAL_FRACTION = 0.2  # of the normal images, held out to stop a colouriser's training early
 
 
 # Fancy PCA (Krizhevsky et al. 2012, Section 4.1) ---------------------------------------------
@@ -91,10 +83,8 @@ def fancy_pca(rgb, alpha=FANCY_PCA_ALPHA, generator=None):
     rgb: (N, 3, H, W) in [0, 1], any device. generator: a torch.Generator for reproducible draws
     (on any device; the draws are moved to ``rgb.device``). Returns a new (N, 3, H, W) tensor.
     """
-    _check_images(rgb, "rgb")
-    if not isinstance(alpha, (int, float)) or not alpha >= 0:
-        raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
-    return _fancy_pca(rgb, alpha, generator)
+    check_images(rgb, "rgb")
+    return _fancy_pca(rgb, check_number(alpha, "alpha", at_least=0), generator)
 
 
 def _fancy_pca(rgb, alpha, generator):
@@ -207,7 +197,12 @@ def _start_at_mean_colour(unet, images, batch_size):
         unet.head.bias.copy_(torch.logit(total / (len(images) * images[0, 0].numel())))
 
 
-def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=0.2, patience=10,
+def _validation_count(count, val_fraction):
+    """How many of ``count`` normal images ``train_colorizer`` holds out to watch for early stopping."""
+    return max(1, round(val_fraction * count)) if val_fraction > 0 else 0
+
+
+def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=VAL_FRACTION, patience=10,
                     seed=0, device=None, progress=True):
     """Train a UNet to re-colour ``normal_images`` (N, 3, S, S) in [0, 1]; return it in eval mode.
 
@@ -217,24 +212,26 @@ def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=
     before its L*a*b* is computed. A random ``val_fraction`` of the images is held
     out; training stops when their loss has not improved for ``patience`` epochs, and the weights of
     the best epoch are restored. With ``val_fraction=0`` the training loss is watched instead, as in
-    the released code. The images live on the device as one tensor (no DataLoader); on CUDA the
-    model runs in bf16 autocast and channels_last. Same seed, same numbers on the CPU.
+    the released code. A loss that becomes NaN or inf (a too large ``lr``) ends training as early
+    stopping does, with the best epoch's weights; if no epoch had a finite loss, a ValueError says
+    so. The images live on the device as one tensor (no DataLoader); on CUDA the model runs in
+    bf16 autocast and channels_last. ``seed`` (0..2**32 - 1) seeds everything, the U-Net's initial
+    weights too: same seed, same numbers on the CPU.
 
     Returns the UNet on ``device`` in eval mode, with ``.history`` = dict(train_loss=[...],
     val_loss=[...] (empty when val_fraction=0), best_epoch=int), losses per epoch.
     """
-    _check_images(normal_images, "normal_images")
+    check_images(normal_images, "normal_images")
     if normal_images.shape[2] != normal_images.shape[3]:
         raise ValueError(f"normal_images must be square, got {normal_images.shape[2]}x{normal_images.shape[3]}")
     check_int(epochs, "epochs", 1)
     check_int(batch_size, "batch_size", 2)  # BatchNorm at the 1x1 bottleneck needs 2
     check_int(patience, "patience", 1)
-    if not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    check_number(lr, "lr", above=0)
+    check_number(val_fraction, "val_fraction", at_least=0, below=1)
+    check_seed(seed)
     count = normal_images.shape[0]
-    val_count = max(1, round(val_fraction * count)) if val_fraction > 0 else 0
+    val_count = _validation_count(count, val_fraction)
     if count - val_count < 2:
         raise ValueError(f"train_colorizer needs at least 2 training images after holding out "
                          f"{val_count} for validation, got {count} normal images")
@@ -264,7 +261,7 @@ def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=
         # a lone last image simply waits for another epoch's shuffle.
         for start in range(0, len(train_images) - 1, batch_size):
             batch = _fancy_pca(train_images[shuffled[start:start + batch_size]], FANCY_PCA_ALPHA, generator)
-            loss = _chroma_loss(unet, rgb_to_lab(batch))
+            loss = _chroma_loss(unet, _rgb_to_lab(batch))  # unchecked: the images were checked once, above
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -274,7 +271,7 @@ def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=
 
         if val_count:
             unet.eval()
-            with torch.inference_mode():
+            with torch.no_grad():
                 val_loss = sum(_chroma_loss(unet, lab) * len(lab) for lab in val_lab.split(batch_size))
             history["val_loss"].append(val_loss.item() / val_count)
         watched = history["val_loss"][-1] if val_count else history["train_loss"][-1]
@@ -285,9 +282,12 @@ def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=
             stale += 1
         bar.set_postfix(train=f"{history['train_loss'][-1]:.3g}",
                         val=f"{history['val_loss'][-1]:.3g}" if val_count else "-")
-        if stale >= patience:
+        if stale >= patience or not math.isfinite(watched):
             break
 
+    if best_state is None:
+        raise ValueError(f"the colouriser's loss was {watched} from the first epoch on: lr={lr} is too large for "
+                         f"these images; lower it")
     unet.load_state_dict(best_state)
     unet.eval()
     unet.history = history
@@ -296,7 +296,7 @@ def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=
 
 # Re-colouring and the colour anomaly map -------------------------------------------------------
 def _check_recoloring(unet, rgb, batch_size):
-    _check_images(rgb, "rgb")
+    check_images(rgb, "rgb")
     if not isinstance(unet, nn.Module):
         raise ValueError(f"unet must be a torch.nn.Module (a trained UNet), got {type(unet).__name__}")
     if unet.training:
@@ -308,7 +308,7 @@ def _lab_pairs(unet, rgb, batch_size):
     """Yield (true L*a*b*, re-coloured L*a*b*) batch by batch, on the model's device."""
     device = next(unet.parameters()).device
     for batch in rgb.split(batch_size):
-        lab = rgb_to_lab(batch.to(device, torch.float32))
+        lab = _rgb_to_lab(batch.to(device, torch.float32))  # unchecked: the callers checked rgb once
         yield lab, _recolored_lab(unet, lab)
 
 
@@ -319,7 +319,8 @@ def colorize(unet, rgb, batch_size=64):
     image converted back to L*a*b* can differ slightly from the L*a*b* the map is computed on.
     """
     _check_recoloring(unet, rgb, batch_size)
-    with torch.inference_mode():
+    # no_grad, not inference_mode: the result is an ordinary tensor, to change in place or to differentiate
+    with torch.no_grad():
         return torch.cat([lab_to_rgb(recolored) for _, recolored in _lab_pairs(unet, rgb, batch_size)]).to(rgb.device)
 
 
@@ -330,22 +331,42 @@ def anomaly_map(unet, rgb, batch_size=64):
     input's own, the map measures chroma and hue errors only.
     """
     _check_recoloring(unet, rgb, batch_size)
-    with torch.inference_mode():
+    with torch.no_grad():  # as in colorize: maps /= scale works
         return torch.cat([ciede2000(lab, recolored) for lab, recolored in _lab_pairs(unet, rgb, batch_size)]).to(rgb.device)
 
 
 # Maps without leakage ----------------------------------------------------------------------------
+def fewest_normals_to_cross_fit(k, val_fraction=VAL_FRACTION):
+    """The fewest normal images that ``cross_fitted_maps`` can split into ``k`` parts.
+
+    The colouriser of each part learns from the other parts, and ``train_colorizer`` needs 2 images
+    to train on (BatchNorm) besides those it holds out (``val_fraction``): 3 by default.
+    """
+    fewest_to_train = next(count for count in itertools.count(2)
+                           if count - _validation_count(count, val_fraction) >= 2)
+    return fewest_to_split(k, fewest_to_train)
+
+
+def _check_cross_fit(what, count, k_name, k, colorizer_kwargs):
+    needed = fewest_normals_to_cross_fit(k, colorizer_kwargs.get("val_fraction", VAL_FRACTION))
+    if count < needed:
+        raise ValueError(f"cannot split {what} into {k_name}={k} parts: at least {needed} are needed, since each "
+                         f"part's colouriser learns from the other parts and needs 2 images to train on besides "
+                         f"those it validates on; lower {k_name} or add normal images")
+
+
 def cross_fitted_maps(normal_images, k, *, epochs, seed=0, device=None, progress=False, **colorizer_kwargs):
     """Maps of normal images, each from a colouriser that never saw it: (N, H, W) on the images' device.
 
     The images are split at random into ``k`` parts; part j's maps come from a colouriser trained
     (``train_colorizer(..., seed=seed + 1 + j)``) on the other k - 1 parts. So they look like the maps
-    of unseen normal images, at the cost of k trainings on (k-1)/k of the data.
+    of unseen normal images, at the cost of k trainings on (k-1)/k of the data. Each colouriser needs
+    a few images of its own, so k parts need ``fewest_normals_to_cross_fit(k)`` images or more.
     """
-    _check_images(normal_images, "normal_images")
+    check_images(normal_images, "normal_images")
     check_int(k, "k", 2)
-    if normal_images.shape[0] < k:
-        raise ValueError(f"cannot split {normal_images.shape[0]} normal images into k={k} parts")
+    check_seed(seed, more=k)
+    _check_cross_fit(f"{normal_images.shape[0]} normal images", normal_images.shape[0], "k", k, colorizer_kwargs)
     order = torch.randperm(normal_images.shape[0], generator=torch.Generator().manual_seed(seed))
     maps = torch.empty(normal_images.shape[0], *normal_images.shape[2:], device=normal_images.device)
     for part, held_out in enumerate(torch.tensor_split(order, k)):
@@ -366,24 +387,16 @@ def fold_anomaly_maps(images, labels, train_index, *, epochs, cross_fit=2, seed=
     colouriser trained on all the training normals (``seed``). Extra keyword arguments go to
     ``train_colorizer``. Returns (N, H, W) float32 on the images' device.
     """
-    _check_images(images, "images")
+    check_images(images, "images")
     check_int(cross_fit, "cross_fit", 2)
-    labels = torch.as_tensor(labels).to(images.device)
-    if labels.shape != (images.shape[0],):
-        raise ValueError(f"labels must have shape ({images.shape[0]},) to match images, got {tuple(labels.shape)}")
-    if not bool(((labels == 0) | (labels == 1)).all()):
-        raise ValueError("labels must be 0 (normal) or 1 (anomalous)")
-    train_index = torch.as_tensor(train_index).to(images.device)
-    if train_index.ndim != 1 or train_index.dtype.is_floating_point or train_index.dtype == torch.bool:
-        raise ValueError(f"train_index must be a 1-D array of integer indices, got shape "
-                         f"{tuple(train_index.shape)} and dtype {train_index.dtype}")
-    if train_index.numel() and not bool(((train_index >= 0) & (train_index < images.shape[0])).all()):
-        raise ValueError(f"train_index holds indices outside 0..{images.shape[0] - 1}")
-    if train_index.unique().numel() != train_index.numel():
-        raise ValueError("train_index holds repeated indices")
+    check_seed(seed, more=cross_fit)
+    labels = check_labels(labels, images.shape[0]).to(images.device)
+    train_index = check_indices(train_index, images.shape[0], "train_index").to(images.device)
     train_normals = train_index[labels[train_index] == 0]
     if train_normals.numel() == 0:
         raise ValueError("the training part of the fold holds no normal images to train the colouriser on")
+    _check_cross_fit(f"the fold's {train_normals.numel()} training normal images", train_normals.numel(), "cross_fit",
+                     cross_fit, colorizer_kwargs)
 
     others = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
     others[train_normals] = False
@@ -398,25 +411,14 @@ def fold_anomaly_maps(images, labels, train_index, *, epochs, cross_fit=2, seed=
 
 
 # Map scaling: what the networks downstream read ----------------------------------------------------
-def _check_maps(maps, name="maps"):
-    if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
-        raise ValueError(f"{name} must be a torch.Tensor of shape (N, H, W), got "
-                         f"{tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__}")
-    if maps.shape[0] == 0:
-        raise ValueError(f"{name} is empty (N = 0)")
-    if not bool(torch.isfinite(maps).all()) or maps.min().item() < 0:
-        raise ValueError(f"{name} must be finite and >= 0 (CIEDE2000 differences)")
-
-
 def map_scale(maps, percentile=MAP_PERCENTILE):
     """One scale for a whole dataset: the ``percentile`` (default 99th) of all pixels of TRAINING maps.
 
     Pass the maps of the training images only (normal and anomalous), so that nothing about the test
     images leaks into the scale. Nearest-rank percentile, computed in torch on the maps' device.
     """
-    _check_maps(maps)
-    if not isinstance(percentile, (int, float)) or not 0 < percentile <= 100:
-        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+    check_maps(maps)
+    check_number(percentile, "percentile", above=0, at_most=100)
     pixels = maps.reshape(-1).float()
     rank = max(1, -(-pixels.numel() * percentile // 100))  # ceil without float rounding of large counts
     scale = pixels.kthvalue(int(rank)).values.item()
@@ -427,9 +429,8 @@ def map_scale(maps, percentile=MAP_PERCENTILE):
 
 def scale_maps(maps, scale):
     """The map as CAAN and the ADN read it: (N, 1, H, W) float32, ``maps / scale`` clipped to [0, 1]."""
-    _check_maps(maps)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
-        raise ValueError(f"scale must be a positive finite number (from map_scale), got {scale!r}")
+    check_maps(maps)
+    check_number(scale, "scale (from map_scale)", above=0)
     return (maps.float() / scale).clamp(0.0, 1.0).unsqueeze(1)
 
 
@@ -451,9 +452,8 @@ def image_score(anomaly_maps, top=IMAGE_SCORE_TOP):
         got = tuple(anomaly_maps.shape) if is_tensor else type(anomaly_maps).__name__
         raise ValueError(f"anomaly_maps must be a torch.Tensor of shape (N, H, W) or (N, 1, H, W), got {got}")
     maps = anomaly_maps.reshape(anomaly_maps.shape[0], *anomaly_maps.shape[-2:])
-    _check_maps(maps, "anomaly_maps")
-    if isinstance(top, bool) or not isinstance(top, (int, float)) or not 0 < top <= 1:
-        raise ValueError(f"top must be a fraction in (0, 1] of each map's pixels, got {top!r}")
+    check_maps(maps, "anomaly_maps")
+    check_number(top, "top (a fraction of each map's pixels)", above=0, at_most=1)
     pixels = maps.flatten(1).float()
     hottest = max(1, round(pixels.shape[1] * top))
     return pixels.topk(hottest, dim=1).values.mean(dim=1)

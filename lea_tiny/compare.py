@@ -27,6 +27,7 @@ import numpy as np
 from scipy import stats
 
 from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS
+from lea_tiny.checks import check_int, check_number, is_int
 from lea_tiny.train import _write_atomically
 
 METRICS = ("f1", "auroc")
@@ -281,15 +282,40 @@ class AblationTable:
 
 
 def load_results(path):
-    """Read an ablation saved by ``run_ablation(out_dir=...)`` back: ``path`` is the folder or its results.json."""
+    """Read an ablation saved by ``run_ablation(out_dir=...)`` back: ``path`` is the folder or its results.json.
+
+    Every row is checked as it is read (known variant and ADN, attention point, a finite F1 and AUROC
+    per fold), so a foreign or edited file fails here, naming itself, rather than in a later sum.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"no saved results at {path}")
     try:
-        record = json.loads(path.read_text())
-        results = [CrossValidation(**result) for result in record["results"]]
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict) or not all(isinstance(record.get(key), kind) for key, kind in
+                                                   (("config", dict), ("environment", dict), ("results", list))):
+            raise ValueError("it needs a dict with 'config', 'environment' and a list of 'results'")
+        results = [_saved_row(row, f"results[{index}]") for index, row in enumerate(record["results"])]
         return AblationTable(results, record["config"], record["environment"])
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (TypeError, ValueError) as error:  # a binary file's UnicodeDecodeError and bad JSON are ValueErrors too
         raise ValueError(f"{path} is not a results.json written by lea_tiny: {error}") from error
+
+
+def _saved_row(row, where):
+    """``row`` of a results.json as a CrossValidation, or a ValueError that says what in it is wrong."""
+    if not isinstance(row, dict) or row.get("variant") not in VARIANT_LABELS or row.get("adn") not in ADN_LABELS:
+        got = (row.get("variant"), row.get("adn")) if isinstance(row, dict) else row
+        raise ValueError(f"{where} is no known (variant, adn) row, got {got!r}")
+    point = row.get("attention_point")
+    if point is not None and (not is_int(point) or point not in ATTENTION_POINTS):
+        raise ValueError(f"{where} has attention_point {point!r}, not one of {ATTENTION_POINTS} or null")
+    if not isinstance(row.get("folds"), list) or not row["folds"] or not all(isinstance(f, dict) for f in row["folds"]):
+        raise ValueError(f"{where} needs a non-empty list of folds, one dict each")
+    for number, fold in enumerate(row["folds"]):
+        for name, minimum in (("fold", 0), ("n_train", 1), ("n_test", 1)):
+            check_int(fold.get(name), f"{where}, fold {number}: {name}", minimum)
+        for metric in METRICS + tuple(name for name in ("caan_f1", "caan_auroc") if name in fold):
+            check_number(fold.get(metric), f"{where}, fold {number}: {metric}", at_least=0, at_most=1)
+    return CrossValidation(**row)

@@ -31,7 +31,6 @@ Departures from the paper, and why:
 """
 
 import collections
-import numbers
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from skimage import color, io
 
-from lea_tiny import check_int
+from lea_tiny.checks import check_dtype, check_images, check_int, check_labels, check_number, check_seed
 from lea_tiny.embedded import EMBEDDED_DATASETS, draw_image, resize_image
 
 PAPER_TABLE_2 = {  # name: (anomalous "Positive", normal "Negative") images, Table 2
@@ -82,22 +81,15 @@ class AnomalyDataset:
     sources: list | None = None
 
     def __post_init__(self):
-        images, labels, masks = self.images, self.labels, self.masks
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 \
-                or images.dtype != torch.float32:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"images must be a float32 tensor of shape (N, 3, H, W), got {shape}")
+        images, labels, masks = check_images(self.images, allow_empty=True), self.labels, self.masks
         count = images.shape[0]
-        if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or tuple(labels.shape) != (count,):
-            shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-            raise ValueError(f"labels must be an int64 tensor of shape ({count},), got {shape}")
-        if not bool(((labels == 0) | (labels == 1)).all()):
-            raise ValueError("labels must be 0 (normal) or 1 (anomalous)")
+        check_labels(check_dtype(labels, "labels", torch.int64, "convert them with torch.as_tensor(labels).long()"),
+                     count)
         if masks is not None:
             expected = (count, *images.shape[2:])
-            if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or tuple(masks.shape) != expected:
-                shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
-                raise ValueError(f"masks must be None or a bool tensor of shape {expected}, got {shape}")
+            check_dtype(masks, "masks", torch.bool, "convert them with masks > 0 (True on anomalous pixels)")
+            if tuple(masks.shape) != expected:
+                raise ValueError(f"masks must be None or a bool tensor of shape {expected}, got {tuple(masks.shape)}")
             if bool(masks[labels == 0].any()):
                 raise ValueError("masks must be all False on normal images (label 0)")
         for field in ("defect_types", "sources"):
@@ -189,9 +181,8 @@ def make_dataset(name, n_normal=90, n_anomalous=30, image_size=256, seed=0, diff
     if n_normal + n_anomalous == 0:
         raise ValueError("n_normal + n_anomalous must be at least 1, got 0 images")
     image_size = check_int(image_size, "image_size", MIN_IMAGE_SIZE)
-    seed = check_int(seed, "seed", 0)
-    if isinstance(difficulty, bool) or not isinstance(difficulty, numbers.Real) or not 0 <= difficulty <= 1:
-        raise ValueError(f"difficulty must be a number in [0, 1], got {difficulty!r}")
+    seed = check_seed(seed)
+    check_number(difficulty, "difficulty", at_least=0, at_most=1)
 
     labels = np.repeat([0, 1], [n_normal, n_anomalous])
     index_in_class = np.concatenate([np.arange(n_normal), np.arange(n_anomalous)])
@@ -221,7 +212,13 @@ def _subfolders(folder):
 
 
 def _read(path):
-    """An image file as float RGB (h, w, 3) in [0, 1], and its conversion (a key of CONVERSIONS, or None)."""
+    """An image file as float RGB (h, w, 3) in [0, 1], and its conversion (a key of CONVERSIONS, or None).
+
+    Integer images are divided by their type's maximum (255 for 8 bits); float images must already
+    hold [0, 1], since clipping a float TIFF of 0..255 would turn most of it white. Images smaller than
+    MIN_IMAGE_SIZE on a side are refused: resized up to the image size they would be a blur of a few
+    pixels, with no texture for the colouriser to learn (and a 1 x 1 image is one flat colour).
+    """
     try:
         with warnings.catch_warnings():  # imageio's search for a plugin that can read a broken file is noisy
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -232,6 +229,13 @@ def _read(path):
     if image.dtype.kind not in "uif" or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] > 4):
         raise ValueError(f"cannot read image file {path}: unsupported array of shape {image.shape}, "
                          f"dtype {image.dtype}")
+    if min(image.shape[:2]) < MIN_IMAGE_SIZE:
+        raise ValueError(f"image file {path} is {image.shape[1]} x {image.shape[0]} px, smaller than "
+                         f"{MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}: too small to resize to a useful image; remove it")
+    if image.dtype.kind == "f" and not (np.isfinite(image).all() and 0 <= image.min() and image.max() <= 1):
+        found = f"values in [{image.min():.4g}, {image.max():.4g}]" if np.isfinite(image).all() else "NaN or inf"
+        raise ValueError(f"image file {path} holds {found}; float images must hold [0, 1]: scale it (e.g. "
+                         f"divide 0..255 by 255) or save it as 8 or 16 bits")
     image = image.astype(np.float32) / (np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1)
     conversion = None
     if image.ndim == 3 and image.shape[2] == 4:
@@ -240,7 +244,7 @@ def _read(path):
         image = image[..., 0]
     if image.ndim == 2:
         image, conversion = np.repeat(image[..., None], 3, axis=2), "greyscale"
-    return np.clip(image, 0, 1), conversion
+    return image, conversion
 
 
 def _read_mask(path, size):
@@ -304,6 +308,7 @@ def load_folder(root, image_size=256, normal_classes=None):
     Images are resized to ``image_size`` x ``image_size`` (bilinear, anti-aliased), as the paper
     did (Section 4-1); non-square images are stretched, not cropped. RGBA images are composited on
     white and greyscale ones copied to three channels; a warning says how many were converted.
+    Files under 16 px on a side, and float files with values outside [0, 1], are refused (``_read``).
     Masks: MVTec AD masks are resized with nearest neighbours; normal images get all-False masks.
     If any anomalous image has no mask file (and always for the other layouts), ``masks`` is None:
     an all-False mask would claim that the image has no anomalous pixel.
@@ -326,7 +331,7 @@ def load_folder(root, image_size=256, normal_classes=None):
     images, conversions = [], collections.Counter()
     for path in paths:
         image, conversion = _read(path)
-        images.append(resize_image(image, image_size))
+        images.append(np.clip(resize_image(image, image_size), 0, 1))  # interpolation can overshoot 1 by a rounding error
         conversions[conversion] += 1
     said = [f"{conversions[kind]} {kind} image(s) ({how})" for kind, how in CONVERSIONS.items() if conversions[kind]]
     if said:

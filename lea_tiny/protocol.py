@@ -29,10 +29,10 @@ Why TEACHING departs from PAPER:
 import dataclasses
 from dataclasses import dataclass
 
-from lea_tiny import check_int
 from lea_tiny.adn import ADN_NAMES
 from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, VARIANTS
-from lea_tiny.train import _check_bool, _check_lr, default_lr
+from lea_tiny.checks import check_bool, check_int, check_lr, check_seed
+from lea_tiny.train import default_lr
 
 
 @dataclass(frozen=True)
@@ -71,18 +71,19 @@ class Protocol:
         if any(variant in ATTENTION_VARIANTS for variant in self.variants) and not self.attention_points:
             raise ValueError("attention_points is empty but attention variants were asked for")
         for point in self.attention_points:
-            if isinstance(point, bool) or point not in ATTENTION_POINTS:
-                raise ValueError(f"attention_points must come from {ATTENTION_POINTS}, got {self.attention_points!r}")
+            check_int(point, "every attention point", ATTENTION_POINTS[0], ATTENTION_POINTS[-1])
         if len(set(self.attention_points)) != len(self.attention_points):
-            raise ValueError(f"attention_points holds a point twice, which would train it twice: "
-                             f"{self.attention_points!r}")
+            raise ValueError(f"attention_points {list(self.attention_points)} repeats a point, which would train the "
+                             f"same models twice; list each point once")
         for name, minimum in (("folds", 2), ("repeats", 1), ("epochs", 1), ("colorizer_epochs", 1),
-                              ("cross_fit", 2), ("batch_size", 2), ("seed", 0)):
+                              ("cross_fit", 2), ("batch_size", 2)):
             check_int(getattr(self, name), name, minimum)
-        _check_lr(self.lr)
-        _check_bool(self.augment, "augment")
+        # every fold of every repeat derives its seeds from this one (lea_tiny.ablation._fold_seed)
+        check_seed(self.seed, more=10_000 * (self.repeats - 1) + 100 * (self.folds - 1) + self.cross_fit)
+        check_lr(self.lr)
+        check_bool(self.augment, "augment")
         if self.choose_points is not None:
-            _check_bool(self.choose_points, "choose_points")
+            check_bool(self.choose_points, "choose_points")
 
     def replace(self, **changes):
         """A copy with ``changes`` (checked like a new protocol); an unknown setting is named."""

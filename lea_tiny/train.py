@@ -35,67 +35,18 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score, roc_auc_score
-from torch import nn
 from tqdm.auto import tqdm
 
-from lea_tiny import autocast, check_int, get_device, seed_everything
+from lea_tiny import autocast, get_device, seed_everything
 from lea_tiny.adn import ADN_NAMES
 from lea_tiny.attention import make_model
+from lea_tiny.checks import (check_bool, check_both_classes, check_int, check_lr, check_model, check_model_inputs,
+                             check_seed, is_int)
 
 CHECKPOINT_FORMAT = "lea_tiny checkpoint 1"
-
-
-# Checking what comes in ---------------------------------------------------------------------------
-def _check_lr(lr):
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
-        raise ValueError(f"lr must be a positive number (or None for the paper's), got {lr!r}")
-
-
-def _check_bool(value, name):
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-
-
-def _check_labels(labels, count, name="labels"):
-    labels = torch.as_tensor(labels)
-    if labels.shape != (count,):
-        raise ValueError(f"{name} must have shape ({count},), one per image, got {tuple(labels.shape)}")
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise ValueError(f"{name} must be integers 0 (normal) or 1 (anomalous), got dtype {labels.dtype}")
-    if not bool(((labels == 0) | (labels == 1)).all()):
-        raise ValueError(f"{name} must be 0 (normal) or 1 (anomalous), got values {labels.unique().tolist()}")
-    return labels.long()
-
-
-def _check_both_classes(labels, what):
-    present = set(labels.unique().tolist())
-    if present != {0, 1}:
-        only = "normal" if present == {0} else "anomalous"
-        raise ValueError(f"{what} holds only {only} images; it needs both normal (0) and anomalous (1) ones")
-
-
-def _check_inputs(model, images, anomaly_maps, labels):
-    """The checks every entry point that feeds a model shares; returns the labels as int64."""
-    if not isinstance(model, nn.Module) or not hasattr(model, "adn_name"):
-        raise ValueError(f"model must be a LEA-Net model from lea_tiny.attention.make_model, got {type(model).__name__}")
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be a tensor of shape (N, 3, H, W), got {shape}")
-    if images.shape[0] == 0:
-        raise ValueError("images is empty (N = 0)")
-    if not images.is_floating_point() or images.min().item() < 0 or images.max().item() > 1:
-        raise ValueError("images must be floating point with values in [0, 1]")
-    expected = (images.shape[0], 1, *images.shape[2:])
-    if not isinstance(anomaly_maps, torch.Tensor) or tuple(anomaly_maps.shape) != expected:
-        shape = tuple(anomaly_maps.shape) if isinstance(anomaly_maps, torch.Tensor) else type(anomaly_maps).__name__
-        raise ValueError(f"anomaly_maps must have shape {expected} to match images, got {shape}")
-    if not anomaly_maps.is_floating_point() or not bool(((anomaly_maps >= 0) & (anomaly_maps <= 1)).all()):
-        raise ValueError("anomaly_maps must be scaled to [0, 1]; scale them with lea_tiny.colorize.scale_maps")
-    return _check_labels(labels, images.shape[0])
 
 
 # Section 4-2 ------------------------------------------------------------------------------------
@@ -167,8 +118,11 @@ def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, 
     of a single image is skipped (BatchNorm cannot train on one); that image waits for another
     epoch's shuffle.
 
-    ``seed`` covers the batch order, the symmetries drawn and dropout; it does not initialise the
-    model, which arrives with its weights (seed torch before ``make_model``, as ``cross_validate`` does).
+    ``seed`` (an int in 0..2**32 - 1) covers exactly what ``fit`` draws: the batch order, the
+    symmetries drawn and dropout (through ``seed_everything(seed)``, which also re-seeds Python's,
+    NumPy's and torch's global generators). It does not cover the model's initial weights, drawn when
+    the model was built: for a repeatable run call ``seed_everything`` before ``make_model``, as
+    ``cross_validate`` does. Same seed and same initial weights: the same history on the CPU.
     ``on_epoch_end(epoch, model)``, if given, is called after every epoch with the model in eval mode
     (e.g. to record held-out AUROC per epoch, as tutorial 07 does); it must not change the weights.
 
@@ -177,12 +131,13 @@ def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, 
     Returns dict(loss=[...], adn_loss=[...], caan_loss=[...]) of epoch means (``caan_loss`` stays
     empty for models without a CAAN), and leaves the model on ``device`` in eval mode.
     """
-    labels = _check_inputs(model, images, anomaly_maps, labels)
-    _check_both_classes(labels, "the training labels")
+    labels = check_both_classes(check_model_inputs(model, images, anomaly_maps, labels), "the training labels")
     check_int(epochs, "epochs", 1)
     check_int(batch_size, "batch_size", 2)  # BatchNorm trains on 2 images or more
-    _check_lr(lr)
-    _check_bool(augment, "augment")
+    check_lr(lr)
+    check_bool(augment, "augment")
+    check_bool(compile, "compile")
+    check_seed(seed)
 
     device = get_device(device)
     seed_everything(seed)  # dropout, where a model has it
@@ -243,7 +198,8 @@ def anomaly_scores(model, images, anomaly_maps, batch_size=64):
     device = next(model.parameters()).device
     images, anomaly_maps = _on_device(device, images, anomaly_maps)
     adn_scores, caan_scores = [], []
-    with torch.inference_mode(), autocast(device):
+    # no_grad rather than inference_mode: the scores stay ordinary tensors that can be changed in place
+    with torch.no_grad(), autocast(device):
         for image_batch, map_batch in zip(images.split(batch_size), anomaly_maps.split(batch_size)):
             adn_logit, caan_logit = model(image_batch, map_batch)
             adn_scores.append(torch.sigmoid(adn_logit.float()))
@@ -269,8 +225,8 @@ def evaluate(model, images, anomaly_maps, labels, device=None):
     scores=(N,) tensor of sigmoid(ADN logit)) and, for a model with a CAAN, caan_f1, caan_auroc and
     caan_scores measured the same way on its own head. The model ends in eval mode on ``device``.
     """
-    labels = _check_inputs(model, images, anomaly_maps, labels)
-    _check_both_classes(labels, "the evaluation labels (AUROC needs both classes)")
+    labels = check_model_inputs(model, images, anomaly_maps, labels)
+    check_both_classes(labels, "the evaluation labels (AUROC needs both classes)")
     model.to(get_device(device)).eval()
     adn_scores, caan_scores = anomaly_scores(model, images, anomaly_maps)
     result = dict(f1_and_auroc(adn_scores, labels), scores=adn_scores)
@@ -307,13 +263,15 @@ def save_checkpoint(path, model, config):
     """Save ``model``'s weights and ``config`` to ``path`` atomically; ``load_checkpoint`` rebuilds it.
 
     ``config`` is a dict of plain values (str, int, float, bool, None, lists, dicts) and must hold
-    ``image_size``; add what else the model needs to be used (e.g. the map ``scale``). The model's
-    variant, ADN and attention point are added from the model itself.
+    ``image_size``, the model's own; add what else the model needs to be used (e.g. the map
+    ``scale``). The model's variant, ADN and attention point are added from the model itself.
     """
-    if not isinstance(model, nn.Module) or not hasattr(model, "variant"):
-        raise ValueError(f"model must be a LEA-Net model from make_model, got {type(model).__name__}")
+    check_model(model)
     if not isinstance(config, dict) or "image_size" not in config:
         raise ValueError("config must be a dict holding at least 'image_size' (the model's input size)")
+    if not is_int(config["image_size"]) or config["image_size"] != model.image_size:
+        raise ValueError(f"config['image_size'] is {config['image_size']!r} but the model takes "
+                         f"{model.image_size} px images; load_checkpoint would build the wrong model")
     config = dict(config, variant=model.variant, adn=model.adn_name, attention_point=model.attention_point)
     try:
         json.dumps(config)

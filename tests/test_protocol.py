@@ -29,16 +29,18 @@ def test_replace_changes_only_what_it_names_and_checks_the_result():
     (dict(variants=("baseline", "lea")), r"unknown variant\(s\) \['lea'\]"),
     (dict(variants=()), "variants is empty"),
     (dict(attention_points=()), "attention_points is empty"),
-    (dict(attention_points=(1, 6)), "attention_points must come from"),
-    (dict(attention_points=(True,)), "attention_points must come from"),
-    (dict(attention_points=(2, 2)), "holds a point twice"),
+    (dict(attention_points=(1, 6)), "every attention point must be an int in 1..5, got 6"),
+    (dict(attention_points=(True,)), "every attention point must be an int in 1..5, got True"),
+    (dict(attention_points=(2, 2)), r"attention_points \[2, 2\] repeats a point"),
     (dict(folds=1), "folds must be an int >= 2"),
     (dict(epochs=2.0), "epochs must be an int >= 1"),
     (dict(batch_size=True), "batch_size must be an int >= 2"),
-    (dict(lr=0), "lr must be a positive number"),
+    (dict(lr=0), "lr .* must be a finite number > 0"),
+    (dict(lr=float("inf")), "lr .* must be a finite number > 0"),
     (dict(augment=1), "augment must be True or False"),
     (dict(choose_points="yes"), "choose_points must be True or False"),
     (dict(seed=-1), "seed must be an int >= 0"),
+    (dict(seed=2**32 - 1), "seed must be an int >= 0 and <= "),
 ])
 def test_a_bad_setting_is_refused_when_the_protocol_is_made(setting, message):
     with pytest.raises(ValueError, match=message):

@@ -153,7 +153,7 @@ def test_fit_with_a_lone_last_image_skips_it(training_data):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda i, m, l: (i[:, :1], m, l), r"images must be a tensor of shape \(N, 3, H, W\)"),
+    (lambda i, m, l: (i[:, :1], m, l), r"images must be a float32 tensor of shape \(N, 3, H, W\)"),
     (lambda i, m, l: (i, m[:-1], l), "anomaly_maps must have shape"),
     (lambda i, m, l: (i, m[:, 0], l), "anomaly_maps must have shape"),
     (lambda i, m, l: (i, m * 50, l), "scale_maps"),
