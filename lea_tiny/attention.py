@@ -38,6 +38,9 @@ Attention for Efficient Deep Anomaly Detection", IMPROVE 2023):
   At the start the ADN is the plain classifier; it lets the map in only as far as the loss asks
   for it, and a negative w_p may even turn the attention down. One consequence: while every w_p is 0
   the ADN's loss sends the CAAN no gradient, so the CAAN first learns from its own loss alone.
+  Adam moves a parameter by about its learning rate per step, so at the paper's 1e-4 a gate travels
+  about 0.01 in a hundred steps: a short run keeps a gated model close to the plain ADN. What we
+  know of the follow-up names no separate learning rate for the gates, and lea_tiny uses none.
 * **Several attention points at once** (``attention_point=(1, 3)``): Eq. 2-3 at each of them.
 """
 

@@ -40,10 +40,11 @@ CAAN_MODES = ("frozen", "fine_tune")
 def _check_caan_inputs(model, anomaly_maps, labels):
     if getattr(model, "caan", None) is None:
         raise ValueError("model must be a LEA-Net with a CAAN: make_model('caan_resnet' or 'caan_mobilenet', ...)")
-    expected = (1, model.image_size, model.image_size)
-    if not isinstance(anomaly_maps, torch.Tensor) or anomaly_maps.ndim != 4 or tuple(anomaly_maps.shape[1:]) != expected:
-        shape = tuple(anomaly_maps.shape) if isinstance(anomaly_maps, torch.Tensor) else type(anomaly_maps).__name__
-        raise ValueError(f"anomaly_maps must have shape (N, {', '.join(map(str, expected))}) for this model, got {shape}")
+    size = model.image_size
+    is_tensor = isinstance(anomaly_maps, torch.Tensor)
+    if not is_tensor or anomaly_maps.ndim != 4 or tuple(anomaly_maps.shape[1:]) != (1, size, size):
+        shape = tuple(anomaly_maps.shape) if is_tensor else type(anomaly_maps).__name__
+        raise ValueError(f"anomaly_maps must have shape (N, 1, {size}, {size}) for this model, got {shape}")
     if not anomaly_maps.is_floating_point() or not bool(((anomaly_maps >= 0) & (anomaly_maps <= 1)).all()):
         raise ValueError("anomaly_maps must be scaled to [0, 1]; scale them with lea_tiny.colorize.scale_maps")
     labels = _check_labels(labels, anomaly_maps.shape[0])
