@@ -94,11 +94,11 @@ def _check_training(normal_images, epochs, batch_size, lr, noise):
         raise ValueError(f"train_autoencoder needs at least 2 normal images (BatchNorm), got {normal_images.shape[0]}")
     check_int(epochs, "epochs", 1)
     check_int(batch_size, "batch_size", 2)  # BatchNorm trains on 2 images or more
-    for value, name in ((lr, "lr"), (noise, "noise")):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if lr == 0:
-        raise ValueError("lr must be a positive number, got 0")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < float("inf"):
+        raise ValueError(f"noise must be a finite number >= 0 (the standard deviation of the input noise), "
+                         f"got {noise!r}")
 
 
 def train_autoencoder(normal_images, epochs, *, batch_size=16, lr=1e-3, noise=0.0, seed=0, device=None,

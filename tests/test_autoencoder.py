@@ -91,7 +91,7 @@ def test_same_seed_same_maps():
     [
         (dict(epochs=0), "epochs must be an int >= 1"),
         (dict(noise=-0.1), "noise must be a finite number >= 0"),
-        (dict(lr=0), "lr must be a positive number"),
+        (dict(lr=0), "lr must be a positive finite number"),
         (dict(batch_size=1), "batch_size must be an int >= 2"),
         (dict(normal_images=_reddish(1)), "at least 2 normal images"),
         (dict(normal_images=torch.rand(2, 3, 24, 24)), "multiple of 16"),
