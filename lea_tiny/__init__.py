@@ -2,7 +2,9 @@
 
 Each concept lives in one module: ``ciede`` (colour science), ``data``, ``colorize``
 (the U-Net and the colour anomaly map), ``attention``, ``caan``, ``adn``, ``train`` (one model),
-``ablation`` (repeated cross-validation, Table 3) and ``compare`` (paired differences with intervals).
+``ablation`` (repeated cross-validation, Table 3) and ``compare`` (paired differences with intervals);
+from the follow-ups by the same group, ``autoencoder`` (maps from reconstruction) and ``two_stage``
+(the CAAN trained first).
 This file holds the helpers every module shares: pick a device, seed everything and the
 mixed precision used on CUDA. The checks every entry point runs on its arguments are in ``checks``.
 """

@@ -18,7 +18,7 @@ Read top to bottom:
     train_colorizer     MSE on scaled a*b*, Adam(1e-3, betas 0.9/0.999), early stopping
     colorize            the input's L* with predicted a*b*, as RGB
     anomaly_map         CIEDE2000(input, re-colouring) on true L*a*b*
-    cross_fitted_maps   maps of normal images from colourisers that never saw them
+    cross_fitted_maps   maps of normal images from colourisers (or other models) that never saw them
     fold_anomaly_maps   maps for one cross-validation fold, without leakage
     map_scale           one dataset-level scale, measured on training maps
     scale_maps          the map as the networks downstream read it
@@ -347,45 +347,58 @@ def fewest_normals_to_cross_fit(k, val_fraction=VAL_FRACTION):
     return fewest_to_split(k, fewest_to_train)
 
 
-def _check_cross_fit(what, count, k_name, k, colorizer_kwargs):
-    needed = fewest_normals_to_cross_fit(k, colorizer_kwargs.get("val_fraction", VAL_FRACTION))
+def _check_cross_fit(what, count, k_name, k, trainer, trainer_kwargs):
+    # the colouriser holds some of its images out for early stopping; another map source may not
+    val_fraction = trainer_kwargs.get("val_fraction", VAL_FRACTION if trainer is None else 0)
+    needed = fewest_normals_to_cross_fit(k, val_fraction)
     if count < needed:
         raise ValueError(f"cannot split {what} into {k_name}={k} parts: at least {needed} are needed, since each "
-                         f"part's colouriser learns from the other parts and needs 2 images to train on besides "
+                         f"part's model learns from the other parts and needs 2 images to train on besides "
                          f"those it validates on; lower {k_name} or add normal images")
 
 
-def cross_fitted_maps(normal_images, k, *, epochs, seed=0, device=None, progress=False, **colorizer_kwargs):
-    """Maps of normal images, each from a colouriser that never saw it: (N, H, W) on the images' device.
+# Nothing below is particular to colour. A map source is a pair: ``trainer(normal_images, epochs,
+# seed=, device=, progress=, **options) -> model`` and ``make_map(model, images) -> (N, H, W)``.
+# None stands for the colouriser's pair; ``lea_tiny.autoencoder`` passes its own.
+def _map_source(trainer, make_map):
+    return trainer or train_colorizer, make_map or anomaly_map
 
-    The images are split at random into ``k`` parts; part j's maps come from a colouriser trained
-    (``train_colorizer(..., seed=seed + 1 + j)``) on the other k - 1 parts. So they look like the maps
-    of unseen normal images, at the cost of k trainings on (k-1)/k of the data. Each colouriser needs
-    a few images of its own, so k parts need ``fewest_normals_to_cross_fit(k)`` images or more.
+
+def cross_fitted_maps(normal_images, k, *, epochs, seed=0, device=None, progress=False, trainer=None, make_map=None,
+                      **trainer_kwargs):
+    """Maps of normal images, each from a model that never saw it: (N, H, W) on the images' device.
+
+    The images are split at random into ``k`` parts; part j's maps come from a model trained
+    (``trainer(..., seed=seed + 1 + j)``; None: ``train_colorizer``, mapped by ``anomaly_map``) on the
+    other k - 1 parts. So they look like the maps of unseen normal images, at the cost of k trainings
+    on (k-1)/k of the data. Each model needs a few images of its own, so k parts need
+    ``fewest_normals_to_cross_fit(k)`` images or more.
     """
     check_images(normal_images, "normal_images")
     check_int(k, "k", 2)
     check_seed(seed, more=k)
-    _check_cross_fit(f"{normal_images.shape[0]} normal images", normal_images.shape[0], "k", k, colorizer_kwargs)
+    _check_cross_fit(f"{normal_images.shape[0]} normal images", normal_images.shape[0], "k", k, trainer,
+                     trainer_kwargs)
+    trainer, make_map = _map_source(trainer, make_map)
     order = torch.randperm(normal_images.shape[0], generator=torch.Generator().manual_seed(seed))
     maps = torch.empty(normal_images.shape[0], *normal_images.shape[2:], device=normal_images.device)
     for part, held_out in enumerate(torch.tensor_split(order, k)):
         learnt = order[~torch.isin(order, held_out)]
-        unet = train_colorizer(normal_images[learnt], epochs, seed=seed + 1 + part, device=device,
-                               progress=progress, **colorizer_kwargs)
-        maps[held_out] = anomaly_map(unet, normal_images[held_out])
+        model = trainer(normal_images[learnt], epochs, seed=seed + 1 + part, device=device, progress=progress,
+                        **trainer_kwargs)
+        maps[held_out] = make_map(model, normal_images[held_out])
     return maps
 
 
 def fold_anomaly_maps(images, labels, train_index, *, epochs, cross_fit=2, seed=0, device=None, progress=False,
-                      **colorizer_kwargs):
-    """Colour anomaly maps for all N ``images`` of one cross-validation fold, without leakage.
+                      trainer=None, make_map=None, **trainer_kwargs):
+    """Anomaly maps for all N ``images`` of one cross-validation fold, without leakage.
 
-    The colourisers learn from the fold's training normals only (``labels == 0`` within
-    ``train_index``). Those training normals get cross-fitted maps (``cross_fitted_maps`` with
-    k = ``cross_fit``); every other image (training anomalies, all test images) gets its map from one
-    colouriser trained on all the training normals (``seed``). Extra keyword arguments go to
-    ``train_colorizer``. Returns (N, H, W) float32 on the images' device.
+    The models (colourisers by default, or what ``trainer`` makes) learn from the fold's training
+    normals only (``labels == 0`` within ``train_index``). Those training normals get cross-fitted
+    maps (``cross_fitted_maps`` with k = ``cross_fit``); every other image (training anomalies, all
+    test images) gets its map from one model trained on all the training normals (``seed``). Extra
+    keyword arguments go to ``trainer``. Returns (N, H, W) float32 on the images' device.
     """
     check_images(images, "images")
     check_int(cross_fit, "cross_fit", 2)
@@ -394,19 +407,20 @@ def fold_anomaly_maps(images, labels, train_index, *, epochs, cross_fit=2, seed=
     train_index = check_indices(train_index, images.shape[0], "train_index").to(images.device)
     train_normals = train_index[labels[train_index] == 0]
     if train_normals.numel() == 0:
-        raise ValueError("the training part of the fold holds no normal images to train the colouriser on")
+        raise ValueError("the training part of the fold holds no normal images to learn the maps from")
     _check_cross_fit(f"the fold's {train_normals.numel()} training normal images", train_normals.numel(), "cross_fit",
-                     cross_fit, colorizer_kwargs)
+                     cross_fit, trainer, trainer_kwargs)
 
     others = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
     others[train_normals] = False
     maps = torch.empty(images.shape[0], *images.shape[2:], device=images.device)
     maps[train_normals] = cross_fitted_maps(images[train_normals], cross_fit, epochs=epochs, seed=seed,
-                                            device=device, progress=progress, **colorizer_kwargs)
+                                            device=device, progress=progress, trainer=trainer, make_map=make_map,
+                                            **trainer_kwargs)
     if others.any():
-        unet = train_colorizer(images[train_normals], epochs, seed=seed, device=device, progress=progress,
-                               **colorizer_kwargs)
-        maps[others] = anomaly_map(unet, images[others])
+        trainer, make_map = _map_source(trainer, make_map)
+        model = trainer(images[train_normals], epochs, seed=seed, device=device, progress=progress, **trainer_kwargs)
+        maps[others] = make_map(model, images[others])
     return maps
 
 

@@ -264,7 +264,8 @@ def save_checkpoint(path, model, config):
 
     ``config`` is a dict of plain values (str, int, float, bool, None, lists, dicts) and must hold
     ``image_size``, the model's own; add what else the model needs to be used (e.g. the map
-    ``scale``). The model's variant, ADN and attention point are added from the model itself.
+    ``scale``). The model's variant, ADN and attention point (an int, or a tuple for several), and
+    ``gate`` when it has one, are added from the model itself.
     """
     check_model(model)
     if not isinstance(config, dict) or "image_size" not in config:
@@ -273,6 +274,8 @@ def save_checkpoint(path, model, config):
         raise ValueError(f"config['image_size'] is {config['image_size']!r} but the model takes "
                          f"{model.image_size} px images; load_checkpoint would build the wrong model")
     config = dict(config, variant=model.variant, adn=model.adn_name, attention_point=model.attention_point)
+    if model.gate:  # only when set: a checkpoint without the gate reads as it did before the gate existed
+        config["gate"] = True
     try:
         json.dumps(config)
     except TypeError as error:
@@ -296,7 +299,7 @@ def load_checkpoint(path, device=None):
             raise ValueError(f"format is {checkpoint.get('format')!r}")
         config = checkpoint["config"]
         model = make_model(config["variant"], adn=config["adn"], attention_point=config["attention_point"],
-                           image_size=config["image_size"])
+                           image_size=config["image_size"], gate=config.get("gate", False))
         model.load_state_dict(checkpoint["state_dict"])
     except Exception as error:
         raise ValueError(f"{path} is not a readable lea_tiny checkpoint: {error}") from error

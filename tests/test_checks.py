@@ -154,9 +154,9 @@ def test_results_can_be_changed_in_place_and_differentiated(result):
 # Booleans and floats are not ints, and a point is not tried twice -----------------------------------------------
 @pytest.mark.parametrize("call, message", [
     (lambda: make_model("direct_attention", adn="cnn", attention_point=True, image_size=SIZE),
-     "attention_point in 1..5, got True"),
+     "attention_point in 1..5, or a non-empty tuple of them, got True"),
     (lambda: make_model("caan_resnet", adn="cnn", attention_point=2.0, image_size=SIZE),
-     "attention_point in 1..5, got 2.0"),
+     "attention_point in 1..5, or a non-empty tuple of them, got 2.0"),
     (lambda: _fit(lr=True), "lr .*got True"),
     (lambda: _fit(epochs=True), "epochs must be an int >= 1, got True"),
     (lambda: _colorizer(lr=True), "lr must be a finite number > 0, got True"),
