@@ -202,6 +202,43 @@ def _validation_count(count, val_fraction):
     return max(1, round(val_fraction * count)) if val_fraction > 0 else 0
 
 
+def _check_colorizer_training(normal_images, epochs, batch_size, lr, val_fraction, patience, seed):
+    """train_colorizer's arguments checked before any training; returns how many images it validates on."""
+    check_images(normal_images, "normal_images")
+    if normal_images.shape[2] != normal_images.shape[3]:
+        raise ValueError(f"normal_images must be square, got {normal_images.shape[2]}x{normal_images.shape[3]}")
+    check_int(epochs, "epochs", 1)
+    check_int(batch_size, "batch_size", 2)  # BatchNorm at the 1x1 bottleneck needs 2
+    check_int(patience, "patience", 1)
+    check_number(lr, "lr", above=0)
+    check_number(val_fraction, "val_fraction", at_least=0, below=1)
+    check_seed(seed)
+    count = normal_images.shape[0]
+    val_count = _validation_count(count, val_fraction)
+    if count - val_count < 2:
+        raise ValueError(f"train_colorizer needs at least 2 training images after holding out "
+                         f"{val_count} for validation, got {count} normal images")
+    return val_count
+
+
+def _train_one_epoch(unet, optimizer, train_images, batch_size, generator):
+    """One pass over the shuffled training images, each batch under a fresh Fancy PCA draw; the mean loss."""
+    unet.train()
+    shuffled = torch.randperm(len(train_images), generator=generator).to(train_images.device)
+    total, seen = torch.zeros((), device=train_images.device), 0
+    # Stop one short of the end so that no batch holds a single image (BatchNorm needs 2);
+    # a lone last image simply waits for another epoch's shuffle.
+    for start in range(0, len(train_images) - 1, batch_size):
+        batch = _fancy_pca(train_images[shuffled[start:start + batch_size]], FANCY_PCA_ALPHA, generator)
+        loss = _chroma_loss(unet, _rgb_to_lab(batch))  # unchecked: the images were checked once, before training
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(batch)
+        seen += len(batch)
+    return total.item() / seen
+
+
 def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=VAL_FRACTION, patience=10,
                     seed=0, device=None, progress=True):
     """Train a UNet to re-colour ``normal_images`` (N, 3, S, S) in [0, 1]; return it in eval mode.
@@ -221,20 +258,8 @@ def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=
     Returns the UNet on ``device`` in eval mode, with ``.history`` = dict(train_loss=[...],
     val_loss=[...] (empty when val_fraction=0), best_epoch=int), losses per epoch.
     """
-    check_images(normal_images, "normal_images")
-    if normal_images.shape[2] != normal_images.shape[3]:
-        raise ValueError(f"normal_images must be square, got {normal_images.shape[2]}x{normal_images.shape[3]}")
-    check_int(epochs, "epochs", 1)
-    check_int(batch_size, "batch_size", 2)  # BatchNorm at the 1x1 bottleneck needs 2
-    check_int(patience, "patience", 1)
-    check_number(lr, "lr", above=0)
-    check_number(val_fraction, "val_fraction", at_least=0, below=1)
-    check_seed(seed)
+    val_count = _check_colorizer_training(normal_images, epochs, batch_size, lr, val_fraction, patience, seed)
     count = normal_images.shape[0]
-    val_count = _validation_count(count, val_fraction)
-    if count - val_count < 2:
-        raise ValueError(f"train_colorizer needs at least 2 training images after holding out "
-                         f"{val_count} for validation, got {count} normal images")
 
     device = get_device(device)
     seed_everything(seed)
@@ -254,20 +279,7 @@ def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=
 
     bar = tqdm(range(epochs), desc="colouriser", disable=not progress)
     for epoch in bar:
-        unet.train()
-        shuffled = torch.randperm(len(train_images), generator=generator).to(device)
-        total, seen = torch.zeros((), device=device), 0
-        # Stop one short of the end so that no batch holds a single image (BatchNorm needs 2);
-        # a lone last image simply waits for another epoch's shuffle.
-        for start in range(0, len(train_images) - 1, batch_size):
-            batch = _fancy_pca(train_images[shuffled[start:start + batch_size]], FANCY_PCA_ALPHA, generator)
-            loss = _chroma_loss(unet, _rgb_to_lab(batch))  # unchecked: the images were checked once, above
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(batch)
-            seen += len(batch)
-        history["train_loss"].append(total.item() / seen)
+        history["train_loss"].append(_train_one_epoch(unet, optimizer, train_images, batch_size, generator))
 
         if val_count:
             unet.eval()
