@@ -44,6 +44,9 @@ Attention for Efficient Deep Anomaly Detection", IMPROVE 2023):
 * **Several attention points at once** (``attention_point=(1, 3)``): Eq. 2-3 at each of them.
 """
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,11 +55,7 @@ from lea_tiny.adn import ADN_NAMES, check_image_size, make_adn
 from lea_tiny.caan import make_caan
 from lea_tiny.checks import check_bool, check_float32, check_unit_range, is_int
 
-VARIANTS = ("baseline", "anomaly_map_input", "4ch_input", "attentioned_input", "direct_attention",
-            "caan_mobilenet", "caan_resnet")
-ATTENTION_VARIANTS = ("direct_attention", "caan_mobilenet", "caan_resnet")
 ATTENTION_POINTS = (1, 2, 3, 4, 5)
-ADN_INPUT_CHANNELS = {"baseline": 3, "anomaly_map_input": 1, "4ch_input": 4, "attentioned_input": 3}
 
 
 def attention_map(features):
@@ -83,6 +82,50 @@ def apply_attention(features, attention, gate=None):
     return features + gate * attention * features
 
 
+# The rows of Table 3, each declared once ------------------------------------------------------------
+@dataclass(frozen=True)
+class Variant:
+    """One row of Table 3: its label, what the ADN reads, and where attention comes from.
+
+    ``label`` is Table 3's, with ``{adn}`` for the ADN's name; ``adn_input(rgb, anomaly_map)`` is the
+    ADN's input, of ``input_channels`` channels; ``attention`` is None (no attention point),
+    "direct" (the map itself, Direct Attention) or the name of a CAAN (``lea_tiny.caan.make_caan``).
+    Adding a variant is one entry in ``VARIANTS``: the model, the CLI's choices and the tables follow.
+    """
+    label: str
+    adn_input: Callable
+    input_channels: int = 3
+    attention: str | None = None
+
+
+def _rgb(rgb, anomaly_map):
+    return rgb
+
+
+def _map_only(rgb, anomaly_map):
+    return anomaly_map
+
+
+def _rgb_and_map(rgb, anomaly_map):
+    return torch.cat([rgb, anomaly_map], dim=1)  # (N, 4, S, S)
+
+
+def _attentioned_rgb(rgb, anomaly_map):
+    return apply_attention(rgb, attention_map(anomaly_map))  # Eq. 2-3 on the input: RGB * (1 + sigmoid(map))
+
+
+VARIANTS = {
+    "baseline": Variant("{adn}", _rgb),
+    "anomaly_map_input": Variant("{adn} (AnomalyMap input)", _map_only, input_channels=1),
+    "4ch_input": Variant("{adn} (4ch input)", _rgb_and_map, input_channels=4),
+    "attentioned_input": Variant("{adn} (Attentioned input)", _attentioned_rgb),
+    "direct_attention": Variant("{adn} + Direct Attention", _rgb, attention="direct"),
+    "caan_mobilenet": Variant("{adn} + MobileNet-small CAAN", _rgb, attention="mobilenet"),
+    "caan_resnet": Variant("{adn} + ResNet-based CAAN", _rgb, attention="resnet"),
+}
+ATTENTION_VARIANTS = tuple(name for name, variant in VARIANTS.items() if variant.attention is not None)
+
+
 class AnomalyDetector(nn.Module):
     """An ADN, optionally steered at one or more attention points by a CAAN or by the map itself.
 
@@ -99,8 +142,10 @@ class AnomalyDetector(nn.Module):
             self.attention_points = attention_point
         else:
             self.attention_points = () if attention_point is None else (attention_point,)
-        self.adn = make_adn(adn, ADN_INPUT_CHANNELS.get(variant, 3), image_size)
-        self.caan = make_caan(variant.removeprefix("caan_"), image_size) if variant.startswith("caan_") else None
+        self.declaration = VARIANTS[variant]
+        self.adn = make_adn(adn, self.declaration.input_channels, image_size)
+        caan = self.declaration.attention not in (None, "direct")
+        self.caan = make_caan(self.declaration.attention, image_size) if caan else None
         self.gates = nn.Parameter(torch.zeros(len(self.attention_points))) if gate else None
         self.caan_frozen = False
 
@@ -117,7 +162,7 @@ class AnomalyDetector(nn.Module):
         if self.caan is not None:
             caan_logit, caan_points = self.caan(anomaly_map)
 
-        x = self._adn_input(rgb, anomaly_map)
+        x = self.declaration.adn_input(rgb, anomaly_map)
         points, before, attention = [], {}, {}
         for point, block in enumerate(self.adn.blocks, start=1):
             x = block(x)
@@ -165,15 +210,6 @@ class AnomalyDetector(nn.Module):
             self.caan.eval()
         return self
 
-    def _adn_input(self, rgb, anomaly_map):
-        if self.variant == "anomaly_map_input":
-            return anomaly_map
-        if self.variant == "4ch_input":
-            return torch.cat([rgb, anomaly_map], dim=1)
-        if self.variant == "attentioned_input":
-            return apply_attention(rgb, attention_map(anomaly_map))
-        return rgb
-
     def _check_inputs(self, rgb, anomaly_map):
         check_float32(rgb, "rgb")
         check_float32(anomaly_map, "anomaly_map")
@@ -195,7 +231,7 @@ class AnomalyDetector(nn.Module):
 
 def _attention_point(variant, attention_point):
     """``attention_point`` checked for ``variant``: an int 1..5, a sorted tuple of distinct ones, or None."""
-    if variant not in ATTENTION_VARIANTS:
+    if VARIANTS[variant].attention is None:
         if attention_point is not None:
             raise ValueError(f"variant {variant!r} has no attention point; got attention_point={attention_point!r}")
         return None

@@ -20,31 +20,40 @@ come with an interval, which the paper does not report.
 import csv
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS
+from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, VARIANTS
 from lea_tiny.checks import check_int, check_number, is_int
 from lea_tiny.train import _write_atomically
 
 METRICS = ("f1", "auroc")
 ADN_LABELS = {"resnet18": "ResNet18", "resnet50": "ResNet50", "vgg16": "VGG16", "vgg19": "VGG19", "cnn": "CNN"}
-# Row labels as Table 3 prints them, and the rows lea_tiny adds.
-VARIANT_LABELS = {
-    "map_alone": "Colour anomaly map alone (no training)",
-    "baseline": "{adn}",
-    "anomaly_map_input": "{adn} (AnomalyMap input)",
-    "4ch_input": "{adn} (4ch input)",
-    "attentioned_input": "{adn} (Attentioned input)",
-    "direct_attention": "{adn} + Direct Attention",
-    "caan_mobilenet": "{adn} + MobileNet-small CAAN",
-    "caan_resnet": "{adn} + ResNet-based CAAN",
-}
-CAAN_HEAD_LABEL = "its CAAN's own head (reads the map only)"
+MAP_ALONE_LABEL = "Colour anomaly map alone (no training)"
 
+
+class _RowLabels(Mapping):
+    """Row labels as Table 3 prints them ("{adn} + Direct Attention"), and the map alone's.
+
+    Read from ``lea_tiny.attention.VARIANTS`` each time, so that a newly declared variant has its label.
+    """
+
+    def __getitem__(self, variant):
+        return MAP_ALONE_LABEL if variant == "map_alone" else VARIANTS[variant].label
+
+    def __iter__(self):
+        return iter(("map_alone", *VARIANTS))
+
+    def __len__(self):
+        return 1 + len(VARIANTS)
+
+
+VARIANT_LABELS = _RowLabels()
+CAAN_HEAD_LABEL = "its CAAN's own head (reads the map only)"
 
 
 @dataclass

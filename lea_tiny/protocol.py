@@ -44,7 +44,7 @@ class Protocol:
     parts the training normals are split into for their own maps (``fold_anomaly_maps``).
     """
     adn: str = "resnet18"
-    variants: tuple = VARIANTS
+    variants: tuple = tuple(VARIANTS)
     attention_points: tuple = ATTENTION_POINTS
     folds: int = 5                 # Section 4-2: five stratified folds, once
     repeats: int = 1

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS, apply_attention, attention_map, make_model
+import lea_tiny.__main__ as cli
+from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS, Variant, apply_attention, attention_map, make_model
+from lea_tiny.compare import CrossValidation
 
 
 def test_attention_map_is_the_sigmoid_of_the_channel_mean():  # Eq. 2
@@ -85,7 +87,7 @@ def test_direct_attention_is_the_sigmoid_of_the_averaged_map():
 def test_attentioned_input_feeds_rgb_times_one_plus_sigmoid_map():
     model = make_model("attentioned_input", adn="cnn", image_size=32)
     rgb, anomaly_map = torch.rand(1, 3, 32, 32), torch.rand(1, 1, 32, 32)
-    torch.testing.assert_close(model._adn_input(rgb, anomaly_map), rgb * (1 + torch.sigmoid(anomaly_map)))
+    torch.testing.assert_close(model.declaration.adn_input(rgb, anomaly_map), rgb * (1 + torch.sigmoid(anomaly_map)))
 
 
 def test_models_without_attention_report_none():
@@ -135,3 +137,19 @@ def test_attention_functions_name_bad_shapes():
         attention_map(torch.rand(3, 4, 4))
     with pytest.raises(ValueError, match=r"attention \(N, 1"):
         apply_attention(torch.rand(1, 3, 4, 4), torch.rand(1, 2, 4, 4))
+
+
+def test_a_variant_is_one_declaration(monkeypatch, capsys):
+    def grey_image(rgb, anomaly_map):
+        return rgb.mean(dim=1, keepdim=True)  # (N, 1, S, S)
+
+    monkeypatch.setitem(VARIANTS, "grey_input", Variant("{adn} (grey input)", grey_image, input_channels=1))
+    model = make_model("grey_input", adn="cnn", image_size=32)
+    adn_logit, caan_logit = model(torch.rand(2, 3, 32, 32), torch.rand(2, 1, 32, 32))
+    assert adn_logit.shape == (2,) and caan_logit is None
+    assert CrossValidation("grey_input", "cnn", None, 0, folds=[]).label == "CNN (grey input)"
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--help"])
+    assert "grey_input" in capsys.readouterr().out
+    assert cli.build_parser().parse_args(["demo", "--variants", "baseline,grey_input"]).variants == \
+        ["baseline", "grey_input"]

@@ -8,7 +8,7 @@ from lea_tiny.protocol import PAPER, PAPER_DATA, TEACHING, TEACHING_DATA, Protoc
 
 
 def test_the_paper_protocol_is_section_4_2():
-    assert (PAPER.adn, PAPER.variants, PAPER.attention_points) == ("resnet18", VARIANTS, ATTENTION_POINTS)
+    assert (PAPER.adn, PAPER.variants, PAPER.attention_points) == ("resnet18", tuple(VARIANTS), ATTENTION_POINTS)
     assert (PAPER.folds, PAPER.repeats, PAPER.epochs, PAPER.batch_size, PAPER.colorizer_epochs) == (5, 1, 100, 16, 500)
     assert PAPER.augment is False and PAPER.learning_rate == 1e-4
     assert PAPER.replace(adn="vgg16").learning_rate == 1e-5
