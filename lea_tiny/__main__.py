@@ -24,9 +24,9 @@ from matplotlib.figure import Figure
 
 from lea_tiny import get_device
 from lea_tiny.ablation import run_ablation
+from lea_tiny.adn import ADN_NAMES
 from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS
 from lea_tiny.checks import check_seed
-from lea_tiny.compare import ADN_LABELS
 from lea_tiny.data import load_folder, make_dataset
 from lea_tiny.embedded import EMBEDDED_DATASETS
 from lea_tiny.protocol import PAPER, PAPER_DATA, TEACHING, TEACHING_DATA
@@ -151,7 +151,7 @@ def _add_options(parser, defaults):
     parser.add_argument("--colorizer-epochs", type=_positive_int, default=defaults["colorizer_epochs"],
                         help="most epochs of each colouriser, which stops early (default: %(default)s)"
                              + paper % 500)
-    parser.add_argument("--adn", choices=sorted(ADN_LABELS), default=defaults["adn"],
+    parser.add_argument("--adn", choices=sorted(ADN_NAMES), default=defaults["adn"],
                         help="the anomaly detection network (default: %(default)s)")
     parser.add_argument("--variants", type=_variants, default=_variants(defaults["variants"]),
                         help=f"comma-separated variants of Table 3 to run, from {','.join(VARIANTS)} "

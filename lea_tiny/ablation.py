@@ -48,7 +48,8 @@ from lea_tiny import get_device, seed_everything
 from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, make_model
 from lea_tiny.checks import check_bool, check_both_classes, check_images, check_int, check_labels, fewest_to_split
 from lea_tiny.colorize import fewest_normals_to_cross_fit, fold_anomaly_maps, image_score, map_scale, scale_maps
-from lea_tiny.compare import ADN_LABELS, AblationTable, CrossValidation, load_results
+from lea_tiny.adn import ADN_NAMES
+from lea_tiny.compare import AblationTable, CrossValidation, load_results
 from lea_tiny.protocol import PAPER
 from lea_tiny.train import _write_atomically, evaluate, f1_and_auroc, fit
 
@@ -394,7 +395,7 @@ def run_ablation(dataset, protocol=PAPER, *, out_dir=None, device=None, progress
         if out_dir is not None:
             table.save(out_dir)
 
-    for variant, point in tqdm(runs, desc=f"ablation ({ADN_LABELS[protocol.adn]})", disable=not progress):
+    for variant, point in tqdm(runs, desc=f"ablation ({ADN_NAMES[protocol.adn].label})", disable=not progress):
         finished((variant, point), lambda: cross_validate(variant, dataset, protocol, point, progress=progress,
                                                           on_fold_end=on_fold_end, **options))
         if protocol.chooses_points and variant in ATTENTION_VARIANTS and point == protocol.attention_points[-1]:

@@ -41,7 +41,7 @@ builds the released code's, for the paper's count.
 
 from torch import nn
 
-from lea_tiny.adn import BasicBlock, PointwiseNet, check_image_size, conv_bn_relu, resnet_stage
+from lea_tiny.adn import BasicBlock, FivePointNet, check_image_size, conv_bn_relu, resnet_stage
 
 CAAN_NAMES = ("resnet", "mobilenet")
 # MobileNetV3's C -> C/4 -> C, or the released code's C -> C -> C (Table 1's count)
@@ -53,7 +53,7 @@ def resnet_caan():
     stage_1 = nn.Sequential(nn.MaxPool2d(3, stride=2, padding=1), BasicBlock(64, 64))
     stages = [resnet_stage(BasicBlock, a, b, depth=1, stride=2) for a, b in ((64, 128), (128, 256), (256, 512))]
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1))
-    return PointwiseNet([stem, stage_1, *stages], head)
+    return FivePointNet([stem, stage_1, *stages], head)
 
 
 def make_divisible(channels, divisor=8):
@@ -128,7 +128,7 @@ def mobilenet_caan(squeeze_excite="reduced"):
             width = out_channels
         blocks.append(nn.Sequential(*layers))
     # After the pooling, Table 1's 1x1 convolutions act on a 1 x 1 map: they are linear layers, and
-    # written as nn.Linear they keep PyTorch's initialisation. PointwiseNet's kaiming_normal_(fan_out)
+    # written as nn.Linear they keep PyTorch's initialisation. FivePointNet's kaiming_normal_(fan_out)
     # for convolutions would give the 1-channel logit a weight std of sqrt(2): logits of about +-6 at
     # the start and a first CAAN loss near 5 instead of ln 2 (tests/test_networks.py checks this).
     head = nn.Sequential(
@@ -137,7 +137,7 @@ def mobilenet_caan(squeeze_excite="reduced"):
         nn.Linear(576, 1280), nn.Hardswish(inplace=True),
         nn.Linear(1280, 1),
     )
-    return PointwiseNet(blocks, head)
+    return FivePointNet(blocks, head)
 
 
 def make_caan(name, image_size=256, squeeze_excite="reduced"):

@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from lea_tiny.adn import ADN_NAMES
 from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, VARIANTS
 from lea_tiny.checks import check_int, check_number, is_int
 from lea_tiny.train import _write_atomically
 
 METRICS = ("f1", "auroc")
-ADN_LABELS = {"resnet18": "ResNet18", "resnet50": "ResNet50", "vgg16": "VGG16", "vgg19": "VGG19", "cnn": "CNN"}
 MAP_ALONE_LABEL = "Colour anomaly map alone (no training)"
 
 
@@ -72,7 +72,7 @@ class CrossValidation:
     @property
     def label(self):
         """The row label of Table 3, e.g. "ResNet18 + MobileNet-small CAAN"."""
-        return VARIANT_LABELS[self.variant].format(adn=ADN_LABELS[self.adn])
+        return VARIANT_LABELS[self.variant].format(adn=ADN_NAMES[self.adn].label)
 
     @property
     def mean(self):
@@ -314,7 +314,7 @@ def load_results(path):
 
 def _saved_row(row, where):
     """``row`` of a results.json as a CrossValidation, or a ValueError that says what in it is wrong."""
-    if not isinstance(row, dict) or row.get("variant") not in VARIANT_LABELS or row.get("adn") not in ADN_LABELS:
+    if not isinstance(row, dict) or row.get("variant") not in VARIANT_LABELS or row.get("adn") not in ADN_NAMES:
         got = (row.get("variant"), row.get("adn")) if isinstance(row, dict) else row
         raise ValueError(f"{where} is no known (variant, adn) row, got {got!r}")
     point = row.get("attention_point")

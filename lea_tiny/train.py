@@ -51,14 +51,10 @@ CHECKPOINT_FORMAT = "lea_tiny checkpoint 1"
 
 # Section 4-2 ------------------------------------------------------------------------------------
 def default_lr(adn_name):
-    """The paper's Adam learning rate for an ADN: 1e-5 for the VGGs, 1e-4 for the others (Section 4-2).
-
-    The paper gives 1e-4 for ResNet18 and 1e-5 for VGG16; ResNet50 and the basic CNN follow ResNet18,
-    VGG19 follows VGG16.
-    """
+    """The paper's Adam learning rate for an ADN (Section 4-2): 1e-5 for the VGGs, 1e-4 for the others."""
     if adn_name not in ADN_NAMES:
         raise ValueError(f"unknown ADN {adn_name!r}; expected one of {sorted(ADN_NAMES)}")
-    return 1e-5 if adn_name.startswith("vgg") else 1e-4
+    return ADN_NAMES[adn_name].lr
 
 
 def joint_loss(adn_logit, caan_logit, labels):

@@ -5,8 +5,12 @@ import math
 import pytest
 import torch
 
-from lea_tiny.adn import ADN_NAMES, make_adn
+import lea_tiny.__main__ as cli
+from lea_tiny.adn import ADN, ADN_NAMES, basic_cnn, make_adn
+from lea_tiny.attention import make_model
 from lea_tiny.caan import CAAN_NAMES, SqueezeExcite, make_caan
+from lea_tiny.compare import CrossValidation
+from lea_tiny.train import default_lr
 
 
 def millions(model):
@@ -120,3 +124,12 @@ def test_adn_takes_any_channel_count():
 def test_builders_name_the_problem(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_an_adn_is_one_declaration(monkeypatch):
+    monkeypatch.setitem(ADN_NAMES, "tiny_cnn", ADN("Tiny CNN", lambda in_channels, size: basic_cnn(in_channels), 3e-3))
+    model = make_model("direct_attention", adn="tiny_cnn", attention_point=2, image_size=32)
+    assert model(torch.rand(2, 3, 32, 32), torch.rand(2, 1, 32, 32))[0].shape == (2,)
+    assert default_lr("tiny_cnn") == 3e-3
+    assert CrossValidation("baseline", "tiny_cnn", None, 0, folds=[]).label == "Tiny CNN"
+    assert cli.build_parser().parse_args(["demo", "--adn", "tiny_cnn"]).adn == "tiny_cnn"
