@@ -49,6 +49,12 @@ def seed_everything(seed=0):
     return seed
 
 
+def to_device(module, device):
+    """``module`` moved to ``device``, channels_last on CUDA (where convolutions prefer it): the one memory policy."""
+    module.to(device)
+    return module.to(memory_format=torch.channels_last) if device.type == "cuda" else module
+
+
 def autocast(device):
     """bf16 autocast on CUDA, a no-op elsewhere: the one mixed-precision policy of every forward pass."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")

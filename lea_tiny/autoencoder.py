@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from lea_tiny import autocast, get_device, seed_everything
+from lea_tiny import autocast, get_device, seed_everything, to_device
 from lea_tiny.checks import check_images, check_int, check_number
 from lea_tiny.colorize import _down, _up, fold_anomaly_maps
 
@@ -113,9 +113,7 @@ def train_autoencoder(normal_images, epochs, *, batch_size=16, lr=1e-3, noise=0.
     device = get_device(device)
     seed_everything(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = Autoencoder(normal_images.shape[2]).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = to_device(Autoencoder(normal_images.shape[2]), device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     images = normal_images.to(device, torch.float32)
     _start_at_mean_colour(model, images)

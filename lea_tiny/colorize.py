@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from lea_tiny import autocast, get_device, seed_everything
+from lea_tiny import autocast, get_device, seed_everything, to_device
 from lea_tiny.checks import (check_images, check_indices, check_int, check_labels, check_maps, check_number,
                              check_seed, fewest_to_split)
 from lea_tiny.ciede import _rgb_to_lab, ciede2000, lab_to_rgb, rgb_to_lab
@@ -264,9 +264,7 @@ def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=
     device = get_device(device)
     seed_everything(seed)
     generator = torch.Generator().manual_seed(seed)
-    unet = UNet(normal_images.shape[2]).to(device)
-    if device.type == "cuda":
-        unet = unet.to(memory_format=torch.channels_last)
+    unet = to_device(UNet(normal_images.shape[2]), device)
     optimizer = torch.optim.Adam(unet.parameters(), lr=lr, betas=(0.9, 0.999), fused=True)  # one kernel per step
 
     images = normal_images.to(device, torch.float32)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score, roc_auc_score
 from tqdm.auto import tqdm
 
-from lea_tiny import autocast, get_device, seed_everything
+from lea_tiny import autocast, get_device, seed_everything, to_device
 from lea_tiny.adn import ADN_NAMES
 from lea_tiny.attention import make_model
 from lea_tiny.checks import (check_bool, check_both_classes, check_int, check_lr, check_model, check_model_inputs,
@@ -138,9 +138,7 @@ def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, 
     device = get_device(device)
     seed_everything(seed)  # dropout, where a model has it
     generator = torch.Generator().manual_seed(seed)
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    to_device(model, device)
     step_model = torch.compile(model) if compile else model
     # fused: one kernel for the whole update instead of a loop over tensors (6x faster for the CNN on a CPU)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr or default_lr(model.adn_name), fused=True)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from lea_tiny import autocast, get_device, seed_everything
+from lea_tiny import autocast, get_device, seed_everything, to_device
 from lea_tiny.checks import (check_bool, check_both_classes, check_images, check_int, check_labels, check_lr,
                              check_model_inputs)
 from lea_tiny.train import DIHEDRAL_TRANSFORMS, dihedral, fit
@@ -71,10 +71,9 @@ def train_caan(model, anomaly_maps, labels, *, epochs, lr=CAAN_LR, batch_size=16
     device = get_device(device)
     seed_everything(seed)
     generator = torch.Generator().manual_seed(seed)
-    caan = model.caan.to(device)
+    caan = to_device(model.caan, device)
     maps = anomaly_maps.to(device, torch.float32)
     if device.type == "cuda":
-        caan.to(memory_format=torch.channels_last)
         maps = maps.contiguous(memory_format=torch.channels_last)
     targets = labels.float().to(device)
     optimizer = torch.optim.Adam(caan.parameters(), lr=lr or CAAN_LR, fused=True)
