@@ -44,7 +44,7 @@ from torch import nn
 from lea_tiny import autocast, check_int, get_device, seed_everything
 from lea_tiny.attention import attention_map
 from lea_tiny.colorize import anomaly_map, image_score, map_scale, scale_maps, train_colorizer
-from lea_tiny.detector import check_same_size, check_training_labels, in_batches, on_device, train_batches
+from lea_tiny.detector import check_same_size, check_square, check_training_labels, in_batches, on_device, train_batches
 from lea_tiny.train import _check_lr
 
 NOISE = ("attention", "uniform", "colour")
@@ -166,8 +166,7 @@ def train(images, labels, *, epochs, seed=0, device=None, progress=False, noise=
         raise ValueError(f"noise must be one of {NOISE}, got {noise!r}")
     if isinstance(max_noise, bool) or not isinstance(max_noise, (int, float)) or not max_noise >= 0:
         raise ValueError(f"max_noise must be a number >= 0, got {max_noise!r}")
-    if images.shape[-1] != images.shape[-2] or images.shape[-1] % 8:
-        raise ValueError(f"AGPNet needs square images with a side that is a multiple of 8, got {tuple(images.shape[-2:])}")
+    check_square(images, 8, "AGPNet")
     device = get_device(device)
     normals = on_device(images[labels == 0], device)
     seed_everything(seed)

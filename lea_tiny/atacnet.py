@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 
 from lea_tiny import autocast, check_int, get_device, seed_everything
-from lea_tiny.adn import check_image_size, make_adn
-from lea_tiny.detector import (check_same_size, check_training_labels, grad_cam, in_batches, on_device,
+from lea_tiny.adn import make_adn
+from lea_tiny.detector import (check_same_size, check_square, check_training_labels, grad_cam, in_batches, on_device,
                                train_batches)
 from lea_tiny.train import _check_bool, _check_lr
 
@@ -125,9 +125,7 @@ def train(images, labels, *, epochs, seed=0, device=None, progress=False, zoom=T
     _check_lr(lr)
     _check_bool(zoom, "zoom")
     _check_bool(augment, "augment")
-    if images.shape[-1] != images.shape[-2]:
-        raise ValueError(f"ATAC-Net needs square images, got {tuple(images.shape[-2:])}")
-    check_image_size(images.shape[-1])
+    check_square(images, 32, "ATAC-Net")  # the CNN halves them five times
     device = get_device(device)
     seed_everything(seed)
     model = make_adn("cnn", 3, images.shape[-1]).to(device)

@@ -46,7 +46,8 @@ from torch import nn
 
 from lea_tiny import autocast, check_int, get_device, seed_everything
 from lea_tiny.colorize import image_score
-from lea_tiny.detector import check_same_size, check_training_labels, grad_cam, in_batches, on_device, train_batches
+from lea_tiny.detector import (check_same_size, check_square, check_training_labels, grad_cam, in_batches, on_device,
+                               train_batches)
 from lea_tiny.train import _check_bool, _check_lr
 
 ATTENTION_WEIGHT = 0.01  # the paper's weight on L_ae and L_cga
@@ -189,8 +190,7 @@ def train(images, labels, *, epochs, seed=0, device=None, progress=False, weakly
     for value, name in ((weakly_supervised, "weakly_supervised"), (attention_loss, "attention_loss"),
                         (augment, "augment")):
         _check_bool(value, name)
-    if images.shape[-1] != images.shape[-2] or images.shape[-1] % 8:
-        raise ValueError(f"CAVGA needs square images with a side that is a multiple of 8, got {tuple(images.shape[-2:])}")
+    check_square(images, 8, "CAVGA")
     if not weakly_supervised:
         images, labels = images[labels == NORMAL], labels[labels == NORMAL]
     device = get_device(device)

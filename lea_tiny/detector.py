@@ -14,7 +14,7 @@ below, LEA-Net itself (and its baseline, the same ADN without the map).
 
 Read top to bottom:
     Detector                the protocol: score and localize
-    check_images, check_training_labels, check_same_size   what every method checks first
+    check_images, check_training_labels, check_square, check_same_size   what every method checks
     grad_cam                Grad-CAM (Selvaraju et al. 2017), shared by CAVGA and ATAC-Net
     train_batches           Adam over shuffled, augmented batches: the loop every method shares
     in_batches              a function over images batch by batch, on the model's device
@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
@@ -71,6 +70,13 @@ def check_training_labels(images, labels, weakly_supervised):
     elif not bool((labels == 0).any()):
         raise ValueError("the training labels hold no normal (0) image to learn from")
     return labels
+
+
+def check_square(images, multiple, method):
+    """Square images whose side is a multiple of ``multiple`` (each halving of a network must be exact)."""
+    if images.shape[-1] != images.shape[-2] or images.shape[-1] % multiple:
+        raise ValueError(f"{method} needs square images with a side that is a multiple of {multiple}, got "
+                         f"{images.shape[-2]}x{images.shape[-1]}")
 
 
 def check_same_size(images, size):
@@ -159,10 +165,9 @@ class LeaNetDetector:
 
     def score(self, images):
         check_same_size(images, (self.model.image_size,) * 2)
-        maps = self._maps(images)
-        with torch.inference_mode(), autocast(self.device):
-            logits = self.model(on_device(images, self.device), on_device(maps, self.device))[0]
-        return torch.sigmoid(logits.float()).cpu()
+        # The map rides along as a fourth channel, so that in_batches cuts both into the same batches.
+        return in_batches(lambda both: torch.sigmoid(self.model(both[:, :3], both[:, 3:])[0].float()),
+                          torch.cat([images, self._maps(images)], dim=1), self.device)
 
     def localize(self, images):
         """The scaled colour anomaly map (step (a) of LEA-Net); None for the baseline, which reads no map."""
@@ -229,7 +234,8 @@ class MethodCrossValidation(CrossValidation):
     def on(self, metric):
         """The same row with ``metric`` (e.g. "pixel_auroc") in the place of "auroc", for ``paired_difference``."""
         if any(metric not in fold for fold in self.folds):
-            raise ValueError(f"{self.variant} has no {metric!r} on every fold (a method without maps has no pixel AUROC)")
+            raise ValueError(f"{self.variant} has no {metric!r} on every fold "
+                             f"(a method without maps has no pixel AUROC)")
         return replace(self, folds=[dict(fold, auroc=fold[metric]) for fold in self.folds])
 
 
@@ -250,7 +256,8 @@ def cross_validate_method(method, dataset, folds, *, name, epochs, seed=0, devic
         detector = method(dataset.images[train_index], labels[train_index], epochs=epochs,
                          seed=_fold_seed(seed, fold.number, fold.repeat), device=device, **options)
         seconds = time.perf_counter() - started
-        train_scores, test_scores = detector.score(dataset.images[train_index]), detector.score(dataset.images[test_index])
+        train_scores = detector.score(dataset.images[train_index])
+        test_scores = detector.score(dataset.images[test_index])
         threshold = _best_f1_threshold(train_scores.numpy(), labels[train_index].numpy())
         record = dict(repeat=fold.repeat, fold=fold.number, n_train=len(train_index), n_test=len(test_index),
                       seconds=seconds, **f1_and_auroc(test_scores, labels[test_index], threshold))

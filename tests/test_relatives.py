@@ -166,6 +166,8 @@ def test_method_options_and_scoring_sizes_are_checked(tiny):
         atacnet.train(tiny.images, tiny.labels, epochs=1, zoom=1)
     with pytest.raises(ValueError, match="both normal"):
         cavga.train(tiny.normal_images, torch.zeros(6, dtype=torch.long), epochs=1, weakly_supervised=True)
+    with pytest.raises(ValueError, match="square images with a side that is a multiple of 32"):
+        atacnet.train(tiny.images[..., :24, :24], tiny.labels, epochs=1)
     found = cavga.train(tiny.images, tiny.labels, epochs=1)
     with pytest.raises(ValueError, match="32x32 px like the training images"):
         found.score(torch.rand(2, 3, 16, 16))
