@@ -20,7 +20,8 @@ Read top to bottom:
     in_batches              a function over images batch by batch, on the model's device
     train / LeaNetDetector  LEA-Net (and its baseline) behind the interface
     pixel_auroc             ranking of pixels against true masks
-    cross_validate_method   any method over the folds of ``prepare_folds``: a CrossValidation
+    stratified_splits       the folds of ``prepare_folds``, without its colourisers
+    cross_validate_method   any method over those folds: a CrossValidation
     save_comparison / load_comparison
 """
 
@@ -30,12 +31,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
 from tqdm.auto import tqdm
 
 from lea_tiny import autocast, check_int, get_device, seed_everything
-from lea_tiny.ablation import _best_f1_threshold, _fold_seed
+from lea_tiny.ablation import _best_f1_threshold, _fold_seed, _split_seed
 from lea_tiny.attention import ATTENTION_VARIANTS, make_model
 from lea_tiny.colorize import anomaly_map, cross_fitted_maps, map_scale, scale_maps, train_colorizer
 from lea_tiny.compare import CrossValidation
@@ -223,6 +226,30 @@ def pixel_auroc(maps, masks):
     return float(roc_auc_score(truth, maps.reshape(-1).float().cpu().numpy()))
 
 
+@dataclass(frozen=True)
+class Split:
+    """One fold of one repeat: which images train and which test (a ``Fold`` without its colour anomaly maps)."""
+    number: int
+    repeat: int
+    train_index: np.ndarray
+    test_index: np.ndarray
+
+
+def stratified_splits(labels, folds=3, seed=0, repeats=1):
+    """The splits of ``prepare_folds(dataset, folds, seed, repeats=repeats)``, without training its colourisers.
+
+    The methods of this module make their own maps, so they need only the splits; the same
+    ``StratifiedKFold`` seeds give the same folds, so rows measured on either pair fold by fold.
+    """
+    labels = np.asarray(labels)
+    check_int(folds, "folds", 2)
+    check_int(repeats, "repeats", 1)
+    return [Split(number, repeat, train_index, test_index) for repeat in range(repeats)
+            for number, (train_index, test_index) in enumerate(
+                StratifiedKFold(n_splits=folds, shuffle=True, random_state=_split_seed(seed, repeat))
+                .split(np.zeros(len(labels)), labels))]
+
+
 @dataclass
 class MethodCrossValidation(CrossValidation):
     """A CrossValidation whose row is a method (its ``variant`` is the method's name), not a row of Table 3."""
@@ -240,13 +267,15 @@ class MethodCrossValidation(CrossValidation):
 
 
 def cross_validate_method(method, dataset, folds, *, name, epochs, seed=0, device=None, progress=False, **options):
-    """A method's ``train(..., epochs=epochs, **options)`` on every fold of ``folds`` (``prepare_folds``).
+    """A method's ``train(..., epochs=epochs, **options)`` on every fold of ``folds``: a CrossValidation.
+
+    ``folds`` from ``stratified_splits`` or ``prepare_folds`` (only their splits are used: every method
+    makes the maps it needs itself).
 
     Each fold is trained with its own seed (as ``cross_validate``), scored on its test part: image
     AUROC; F1 of the anomalous class at the threshold with the best F1 on the training part's scores
     (a score is not a probability for most methods, so 0.5 means nothing); pixel AUROC against the
     masks where the data set has masks and the method localises; and the seconds training took.
-    Only the folds' splits are used, not their maps: every method makes what it needs itself.
     """
     labels = torch.as_tensor(dataset.labels)
     folds_done = []

@@ -1,7 +1,7 @@
 """LEA-Net and its relatives in one table (chapters 11-14): every method and its key ablation, on the same folds.
 
 ``METHODS`` names each row: a ``train`` function of the common interface (``lea_tiny.detector``) and
-its options. ``compare`` cross-validates them all on one ``prepare_folds`` split, so that
+its options. ``compare`` cross-validates them all on the same folds (``stratified_splits``), so that
 ``paired_difference`` pairs any two rows fold by fold; ``table`` prints them as Markdown, each row
 beside its paired difference to a reference row, in image AUROC and, where both localise, pixel AUROC.
 
@@ -14,7 +14,7 @@ import statistics
 import time
 
 from lea_tiny import agpnet, atacnet, cavga, detector
-from lea_tiny.ablation import _environment, prepare_folds
+from lea_tiny.ablation import _environment
 from lea_tiny.compare import paired_difference
 from lea_tiny.data import make_dataset
 
@@ -38,8 +38,7 @@ SAVED_RUN = dict(data="retina", image_size=32, n_normal=90, n_anomalous=30, fold
 
 def compare(dataset, methods=METHODS, *, folds=3, repeats=1, epochs, seed=0, device=None, progress=False):
     """Every method of ``methods`` ({name: (train, options)}) cross-validated on one split: a list of rows."""
-    splits = prepare_folds(dataset, folds=folds, seed=seed, colorizer_epochs=1, device=device, progress=False,
-                           repeats=repeats)  # only the splits are used; each method makes its own maps
+    splits = detector.stratified_splits(dataset.labels, folds, seed, repeats)
     return [detector.cross_validate_method(train, dataset, splits, name=name, epochs=epochs, seed=seed,
                                            device=device, progress=progress, **options)
             for name, (train, options) in methods.items()]

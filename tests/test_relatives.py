@@ -182,6 +182,9 @@ def test_cross_validate_method_gives_rows_that_pair_fold_by_fold(dataset, folds,
     difference = paired_difference(rows[0], rows[1])
     assert difference.pairs == len(folds) and difference.low <= difference.mean <= difference.high
     assert rows[0].on("pixel_auroc").mean["auroc"] == pytest.approx(np.mean([f["pixel_auroc"] for f in rows[0].folds]))
+    splits = detector.stratified_splits(dataset.labels, folds=2, seed=0)
+    assert all(np.array_equal(split.train_index, fold.train_index) and np.array_equal(split.test_index, fold.test_index)
+               for split, fold in zip(splits, folds))  # prepare_folds' splits, without its colourisers
     with pytest.raises(ValueError, match="no 'pixel_auroc'"):
         rows[1].on("pixel_auroc")
     detector.save_comparison(rows, tmp_path / "rows.json", dict(epochs=1))
