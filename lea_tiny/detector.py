@@ -29,7 +29,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -46,7 +46,10 @@ from lea_tiny.train import (DIHEDRAL_TRANSFORMS, _check_both_classes, _check_lab
                             f1_and_auroc, fit)
 
 
+@runtime_checkable
 class Detector(Protocol):
+    """What every method's ``train`` returns (``isinstance(found, Detector)`` checks the two methods exist)."""
+
     def score(self, images: torch.Tensor) -> torch.Tensor: ...
 
     def localize(self, images: torch.Tensor) -> torch.Tensor | None: ...

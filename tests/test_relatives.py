@@ -43,6 +43,7 @@ def folder(tmp_path_factory, tiny):
 def test_every_method_trains_on_a_folder_and_scores_and_localizes_with_the_promised_shapes(name, folder):
     train, options = METHODS[name]
     found = train(folder.images, folder.labels, epochs=1, **options)
+    assert isinstance(found, detector.Detector)
     scores, maps = found.score(folder.images), found.localize(folder.images)
     assert scores.shape == (len(folder),) and bool(torch.isfinite(scores).all())
     if name == "baseline":
