@@ -19,9 +19,9 @@ Read top to bottom:
     perturb, cosine_discrepancy
     AgpDetector, train
 
-Where lea_tiny departs from the paper (no code was released; its method section was not read, so its
+Where lea_tiny departs from the paper (no code was released, and its method section is not known here in detail, so its
 formulas are not followed; what is here is the idea of the abstract, built from lea_tiny's pieces):
-- **The frozen encoder is a fixed random one.** The paper reconstructs features of an ImageNet
+- **The frozen encoder is a fixed random one.** The paper reconstructs features of a pretrained
   network; none can be downloaded here. lea_tiny's own pretext task, the colouriser, reads L* only,
   so its encoder is blind to colour, the very thing a colour anomaly changes. A random convolutional
   encoder on RGB (seeded, never trained) does see colour; its features are standardised per channel

@@ -29,7 +29,7 @@ Read top to bottom:
 Where lea_tiny departs from the paper (no code was released; the reading of its method is not
 verified, so the details are the usual ones of the work it builds on, chosen here):
 - The classifier is lea_tiny's basic CNN (``lea_tiny.adn``, the paper's Tables 7-8) trained from
-  scratch; the paper uses a pretrained ResNet-50. Grad-CAM is taken at attention point 2 (1/4 of the
+  scratch; the paper builds on a ResNet-50 (its Fig. 4). Grad-CAM is taken at attention point 2 (1/4 of the
   image size), fine enough to crop from at teaching sizes.
 - DevNet draws 5000 reference scores from N(0, 1) in every batch and uses their mean and standard
   deviation; here they are the exact 0 and 1, which is what the draws estimate, without their noise.

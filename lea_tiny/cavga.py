@@ -20,7 +20,7 @@ Read top to bottom:
     train               the method behind lea_tiny's interface (``lea_tiny.detector``)
 
 Where lea_tiny departs from the paper (no code was released; unknown details are chosen here):
-- **No adversarial term.** The paper adds a discriminator on the reconstructions (weight 0.001);
+- **No adversarial term.** The paper adds a discriminator on the reconstructions (with a small weight);
   it sharpens images, and the attention losses, the idea taught here, do not depend on it. A GAN
   doubles the networks and is unstable on a few dozen images and a few epochs on a CPU, so it is left
   out: the reconstructions are blurrier, which raises the reconstruction error of normal images too.
