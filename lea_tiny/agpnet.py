@@ -45,7 +45,7 @@ from lea_tiny import autocast, check_int, get_device, seed_everything
 from lea_tiny.attention import attention_map
 from lea_tiny.colorize import anomaly_map, image_score, map_scale, scale_maps, train_colorizer
 from lea_tiny.detector import check_same_size, check_square, check_training_labels, in_batches, on_device, train_batches
-from lea_tiny.train import _check_lr
+from lea_tiny.checks import check_lr
 
 NOISE = ("attention", "uniform", "colour")
 FEATURE_CHANNELS = 64
@@ -161,7 +161,7 @@ def train(images, labels, *, epochs, seed=0, device=None, progress=False, noise=
     check_int(epochs, "epochs", 1)
     check_int(batch_size, "batch_size", 2)
     check_int(colorizer_epochs, "colorizer_epochs", 1)
-    _check_lr(lr)
+    check_lr(lr)
     if noise not in NOISE:
         raise ValueError(f"noise must be one of {NOISE}, got {noise!r}")
     if isinstance(max_noise, bool) or not isinstance(max_noise, (int, float)) or not max_noise >= 0:

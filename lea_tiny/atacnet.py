@@ -46,7 +46,7 @@ from lea_tiny import autocast, check_int, get_device, seed_everything
 from lea_tiny.adn import make_adn
 from lea_tiny.detector import (check_same_size, check_square, check_training_labels, grad_cam, in_batches, on_device,
                                train_batches)
-from lea_tiny.train import _check_bool, _check_lr
+from lea_tiny.checks import check_bool, check_lr
 
 MARGIN = 5.0  # DevNet's a
 CAM_POINT = 2  # Grad-CAM on the features of attention point 2 (1/4 of the image size)
@@ -122,9 +122,9 @@ def train(images, labels, *, epochs, seed=0, device=None, progress=False, zoom=T
     labels = check_training_labels(images, labels, weakly_supervised=True)
     check_int(epochs, "epochs", 1)
     check_int(batch_size, "batch_size", 2)
-    _check_lr(lr)
-    _check_bool(zoom, "zoom")
-    _check_bool(augment, "augment")
+    check_lr(lr)
+    check_bool(zoom, "zoom")
+    check_bool(augment, "augment")
     check_square(images, 32, "ATAC-Net")  # the CNN halves them five times
     device = get_device(device)
     seed_everything(seed)

@@ -48,7 +48,7 @@ from lea_tiny import autocast, check_int, get_device, seed_everything
 from lea_tiny.colorize import image_score
 from lea_tiny.detector import (check_same_size, check_square, check_training_labels, grad_cam, in_batches, on_device,
                                train_batches)
-from lea_tiny.train import _check_bool, _check_lr
+from lea_tiny.checks import check_bool, check_lr
 
 ATTENTION_WEIGHT = 0.01  # the paper's weight on L_ae and L_cga
 NORMAL, ANOMALOUS = 0, 1
@@ -186,10 +186,10 @@ def train(images, labels, *, epochs, seed=0, device=None, progress=False, weakly
     check_int(epochs, "epochs", 1)
     check_int(batch_size, "batch_size", 2)
     check_int(latent_channels, "latent_channels", 1)
-    _check_lr(lr)
+    check_lr(lr)
     for value, name in ((weakly_supervised, "weakly_supervised"), (attention_loss, "attention_loss"),
                         (augment, "augment")):
-        _check_bool(value, name)
+        check_bool(value, name)
     check_square(images, 8, "CAVGA")
     if not weakly_supervised:
         images, labels = images[labels == NORMAL], labels[labels == NORMAL]

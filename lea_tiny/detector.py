@@ -42,8 +42,8 @@ from lea_tiny.ablation import _best_f1_threshold, _fold_seed, _split_seed
 from lea_tiny.attention import ATTENTION_VARIANTS, make_model
 from lea_tiny.colorize import anomaly_map, cross_fitted_maps, map_scale, scale_maps, train_colorizer
 from lea_tiny.compare import CrossValidation
-from lea_tiny.train import (DIHEDRAL_TRANSFORMS, _check_both_classes, _check_labels, _write_atomically, dihedral,
-                            f1_and_auroc, fit)
+from lea_tiny.checks import check_both_classes, check_images, check_labels
+from lea_tiny.train import DIHEDRAL_TRANSFORMS, _write_atomically, dihedral, f1_and_auroc, fit
 
 
 @runtime_checkable
@@ -56,23 +56,12 @@ class Detector(Protocol):
 
 
 # Checks ------------------------------------------------------------------------------------------------------
-def check_images(images, name="images"):
-    """A ValueError that names ``images`` unless it is a float (N, 3, H, W) tensor in [0, 1] with N > 0."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{name} must be a tensor of shape (N, 3, H, W), got {shape}")
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} is empty (N = 0)")
-    if not images.is_floating_point() or not (0 <= images.min().item() and images.max().item() <= 1):  # NaN too
-        raise ValueError(f"{name} must be floating point with values in [0, 1]")
-
-
 def check_training_labels(images, labels, weakly_supervised):
     """The labels as int64 after the checks; both classes are required when the method reads them."""
     check_images(images)
-    labels = _check_labels(labels, images.shape[0])
+    labels = check_labels(labels, images.shape[0])
     if weakly_supervised:
-        _check_both_classes(labels, "the training labels")
+        check_both_classes(labels, "the training labels")
     elif not bool((labels == 0).any()):
         raise ValueError("the training labels hold no normal (0) image to learn from")
     return labels
