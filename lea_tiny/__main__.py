@@ -22,12 +22,13 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from lea_tiny import get_device
+from lea_tiny import get_device, relatives
 from lea_tiny.ablation import run_ablation
 from lea_tiny.adn import ADN_NAMES
 from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS
 from lea_tiny.checks import check_seed
 from lea_tiny.data import load_folder, make_dataset
+from lea_tiny.detector import save_comparison
 from lea_tiny.embedded import EMBEDDED_DATASETS
 from lea_tiny.protocol import PAPER, PAPER_DATA, TEACHING, TEACHING_DATA
 from lea_tiny.train import save_checkpoint
@@ -180,7 +181,7 @@ def _add_options(parser, defaults):
 def build_parser():
     parser = _OneLineParser(prog="lea-tiny", description="LEA-Net (Katafuchi & Tokunaga) in a few small modules: "
                             "train and cross-validate it from the command line.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,ablation}",
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,ablation,relatives}",
                                      parser_class=_OneLineParser)
     demo = commands.add_parser("demo", help="LEA-Net end to end in minutes on a CPU (teaching configuration)",
                                description="Train the colourisers, make the colour anomaly maps, cross-validate the "
@@ -193,7 +194,38 @@ def build_parser():
                                                "every attention point; the table reports the best point. Defaults are "
                                                "the paper's protocol; results go to --out.")
     _add_options(ablation, DEFAULTS['ablation'])
+    relatives_command = commands.add_parser(
+        "relatives", help="LEA-Net beside CAVGA, AGPNet and ATAC-Net on the same folds (chapters 11-14)",
+        description="Cross-validate the chosen methods, each with its key ablation, on one split; print image and "
+                    "pixel AUROC with paired intervals and write results.json and results.md to --out.")
+    _add_relatives_options(relatives_command)
     return parser
+
+
+def _families(text):
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in relatives.FAMILIES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; "
+                                         f"choose from {','.join(relatives.FAMILIES)}")
+    return names
+
+
+def _add_relatives_options(parser):
+    data = dict(TEACHING_DATA, out="lea_tiny_out/relatives")
+    parser.add_argument("--methods", type=_families, default=list(relatives.FAMILIES),
+                        help=f"comma-separated methods, from {','.join(relatives.FAMILIES)} (default: all)")
+    parser.add_argument("--data", default="retina", help="as for demo (default: %(default)s)")
+    for option, value in (("--image-size", data["image_size"]), ("--folds", 3), ("--repeats", 1),
+                          ("--epochs", TEACHING.epochs)):
+        parser.add_argument(option, type=_positive_int, default=value, help="(default: %(default)s)")
+    parser.add_argument("--n-normal", type=_positive_int, default=None, help=f"(default: {data['n_normal']})")
+    parser.add_argument("--n-anomalous", type=_positive_int, default=None, help=f"(default: {data['n_anomalous']})")
+    parser.add_argument("--normal-classes", type=_class_names, default=None, help="as for demo")
+    parser.add_argument("--device", type=_device, default=None, help="as for demo")
+    parser.add_argument("--seed", type=_seed, default=0, help="(default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path(data["out"]), help="(default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _load_data(args, defaults):
@@ -309,11 +341,31 @@ def run(args):
     print(f"\nwrote {', '.join(written)} to {args.out}")
 
 
+def run_relatives(args):
+    """The relatives command: every chosen method cross-validated on one split, saved and printed."""
+    dataset = _load_data(args, TEACHING_DATA)
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file, not a folder")
+    chosen = [name for family in args.methods for name in relatives.FAMILIES[family]]
+    rows = relatives.compare(dataset, {name: relatives.METHODS[name] for name in chosen}, folds=args.folds,
+                             repeats=args.repeats, epochs=args.epochs, seed=args.seed, device=args.device,
+                             progress=not args.quiet)
+    config = dict(data=dataset.name, image_size=args.image_size, n_normal=int((dataset.labels == 0).sum()),
+                  n_anomalous=int((dataset.labels == 1).sum()), folds=args.folds, repeats=args.repeats,
+                  epochs=args.epochs, seed=args.seed, methods=chosen)
+    save_comparison(rows, args.out / "results.json", config)
+    reference = relatives.BASELINE if relatives.BASELINE in chosen else chosen[0]
+    table = relatives.table(rows, reference, relatives.LEA_NET if relatives.LEA_NET in chosen else chosen[0])
+    (args.out / "results.md").write_text(table + "\n")
+    print(table)
+    print(f"\nwrote results.json, results.md to {args.out}")
+
+
 def main(argv=None):
     """Entry point of ``python -m lea_tiny`` and the ``lea-tiny`` script; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        run_relatives(args) if args.command == "relatives" else run(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"lea-tiny {args.command}: error: {error}", file=sys.stderr)
         return 2

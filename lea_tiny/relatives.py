@@ -32,6 +32,10 @@ METHODS = {
     "ATAC-Net": (atacnet.train, {}),
     "ATAC-Net without zoom": (atacnet.train, dict(zoom=False)),
 }
+# The command line's names for each method, with the rows of its key ablation.
+FAMILIES = {"baseline": (BASELINE,), "lea_net": (LEA_NET,),
+            **{family: tuple(name for name in METHODS if name.startswith(prefix))
+               for family, prefix in (("cavga", "CAVGA"), ("agpnet", "AGPNet"), ("atacnet", "ATAC-Net"))}}
 # The saved run: the teaching configuration of chapters 7-8 (32 px, 90 + 30 images, 3 folds x 3 repeats).
 SAVED_RUN = dict(data="retina", image_size=32, n_normal=90, n_anomalous=30, folds=3, repeats=3, epochs=20, seed=0)
 

@@ -12,6 +12,7 @@ from lea_tiny.__main__ import main
 from lea_tiny.ablation import prepare_folds
 from lea_tiny.compare import load_results
 from lea_tiny.data import make_dataset
+from lea_tiny.detector import load_comparison
 from lea_tiny.train import evaluate, load_checkpoint
 
 TINY = ["--image-size", "32", "--epochs", "1", "--colorizer-epochs", "1", "--folds", "2", "--repeats", "1",
@@ -119,3 +120,14 @@ def test_a_tiny_demo_writes_its_table_figures_and_checkpoint(capsys, tmp_path):
     assert evaluate(model, dataset.images[test], fold.scaled_maps[test], dataset.labels[test])["auroc"] == \
         row.folds[0]["auroc"]
     assert json.loads((tmp_path / "results.json").read_text())["config"]["seed"] == 0
+
+
+def test_the_relatives_command_runs_the_chosen_methods_and_saves_them(capsys, tmp_path):
+    argv = ["relatives", "--methods", "atacnet", "--image-size", "32", "--n-normal", "8", "--n-anomalous", "4",
+            "--folds", "2", "--epochs", "1", "--quiet", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    rows, config = load_comparison(tmp_path / "results.json")
+    assert [row.label for row in rows] == ["ATAC-Net", "ATAC-Net without zoom"] and config["folds"] == 2
+    assert (tmp_path / "results.md").read_text() in capsys.readouterr().out
+    assert _exit_code(["relatives", "--methods", "atacnet,lea"]) == 2
+    assert "unknown method(s) lea" in capsys.readouterr().err
