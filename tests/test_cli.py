@@ -44,7 +44,7 @@ def test_the_top_level_help_lists_both_commands(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    ([], "required: {demo,ablation}"),
+    ([], "required: {demo,ablation,relatives}"),
     (["demo", "--adn", "alexnet"], "invalid choice: 'alexnet'"),
     (["demo", "--variants", "baseline,lea"], "unknown variant(s) lea"),
     (["demo", "--attention-points", "0,2"], "attention points must lie in 1..5"),
