@@ -172,7 +172,7 @@ class LeaNetDetector:
 
 def train(images, labels, *, epochs, seed=0, device=None, progress=False, variant="caan_mobilenet", adn="cnn",
           attention_point=2, colorizer_epochs=10, cross_fit=2, lr=3e-4, batch_size=8, augment=True):
-    """LEA-Net (weakly supervised: it reads every label; both classes needed) as ``lea_tiny.train.fit`` trains it.
+    """LEA-Net (supervised: it reads every label; both classes needed), trained as ``lea_tiny.train.fit`` trains it.
 
     The colourisers learn from the normals only, the training normals get cross-fitted maps, the other
     images the map of one colouriser trained on all normals (as ``fold_anomaly_maps``; that colouriser
