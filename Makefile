@@ -13,14 +13,13 @@ $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
 # The demo needs the library only; the tests and notebooks add jupyterlab, nbval and pytest.
-# --no-compile: Python compiles a module when it is first imported, not every file of every package now.
 $(VENV)/.installed: $(BIN)/activate pyproject.toml
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet --no-compile "$(TORCH)"
-	$(BIN)/python -m pip install --quiet --no-compile -e .
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet --no-compile -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
 demo: $(VENV)/.installed
