@@ -40,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lea_tiny import autocast, get_device, seed_everything, to_device
-from lea_tiny.checks import check_images, check_int, check_number
+from lea_tiny.checks import check_images, check_int, check_number, check_trained_network
 from lea_tiny.colorize import _down, _up, fold_anomaly_maps
 
 WIDTHS = (32, 64, 128, 256)  # channels after each stride-2 stage of the encoder
@@ -148,14 +148,11 @@ def reconstruction_map(model, rgb, batch_size=64):
     ``model`` is a trained ``Autoencoder`` in eval mode; ``rgb`` (N, 3, H, W) in [0, 1]. Values lie in [0, 1].
     """
     check_images(rgb, "rgb")
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module (a trained Autoencoder), got {type(model).__name__}")
-    if model.training:
-        raise ValueError("model is in training mode (BatchNorm would use batch statistics); call model.eval() first")
+    check_trained_network(model, "model", "Autoencoder")
     check_int(batch_size, "batch_size", 1)
     device = next(model.parameters()).device
     maps = []
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: the maps stay ordinary tensors, as the colour maps do
         for batch in rgb.split(batch_size):
             batch = batch.to(device, torch.float32)
             maps.append((batch - _reconstruction(model, batch)).abs().mean(dim=1))

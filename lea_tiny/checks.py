@@ -204,6 +204,15 @@ def check_model(model, name="model"):
     return model
 
 
+def check_trained_network(network, name, kind):
+    """``network`` if it is a torch.nn.Module in eval mode (a trained ``kind``), else a ValueError."""
+    if not isinstance(network, nn.Module):
+        raise ValueError(f"{name} must be a torch.nn.Module (a trained {kind}), got {type(network).__name__}")
+    if network.training:
+        raise ValueError(f"{name} is in training mode (BatchNorm would use batch statistics); call {name}.eval() first")
+    return network
+
+
 def check_model_inputs(model, images, anomaly_maps, labels):
     """What every function that feeds a model its data checks once; returns the labels as int64."""
     check_model(model)

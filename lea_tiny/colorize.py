@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 
 from lea_tiny import autocast, get_device, seed_everything, to_device
 from lea_tiny.checks import (check_images, check_indices, check_int, check_labels, check_maps, check_number,
-                             check_seed, fewest_to_split)
+                             check_seed, check_trained_network, fewest_to_split)
 from lea_tiny.ciede import _rgb_to_lab, ciede2000, lab_to_rgb, rgb_to_lab
 
 L_SCALE = 100.0
@@ -307,10 +307,7 @@ def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=
 # Re-colouring and the colour anomaly map -------------------------------------------------------
 def _check_recoloring(unet, rgb, batch_size):
     check_images(rgb, "rgb")
-    if not isinstance(unet, nn.Module):
-        raise ValueError(f"unet must be a torch.nn.Module (a trained UNet), got {type(unet).__name__}")
-    if unet.training:
-        raise ValueError("unet is in training mode (BatchNorm would use batch statistics); call unet.eval() first")
+    check_trained_network(unet, "unet", "UNet")
     check_int(batch_size, "batch_size", 1)
 
 

@@ -138,7 +138,7 @@ def in_batches(function, images, device, batch_size=64, needs_grad=False):
     ``needs_grad`` for functions that take gradients (Grad-CAM); otherwise in inference mode.
     """
     outputs = []
-    with (torch.enable_grad() if needs_grad else torch.inference_mode()), autocast(device):
+    with (torch.enable_grad() if needs_grad else torch.no_grad()), autocast(device):  # ordinary tensors out
         for batch in images.split(batch_size):
             outputs.append(function(on_device(batch, device)).detach().float().cpu())
     return torch.cat(outputs)

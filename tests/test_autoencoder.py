@@ -107,3 +107,11 @@ def test_bad_training_input_is_refused(kwargs, message):
 def test_the_map_needs_a_model_in_eval_mode():
     with pytest.raises(ValueError, match="training mode"):
         reconstruction_map(Autoencoder(SIZE).train(), _reddish(1))
+
+
+def test_reconstruction_maps_are_ordinary_tensors():
+    images = torch.rand(4, 3, 32, 32)
+    model = train_autoencoder(images, 1, batch_size=2, progress=False)
+    maps = reconstruction_map(model, images)
+    maps /= 10  # an inference tensor would refuse this
+    assert not maps.is_inference()
