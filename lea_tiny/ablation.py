@@ -56,8 +56,8 @@ from lea_tiny.train import _write_atomically, evaluate, f1_and_auroc, fit
 VALIDATION_FRACTION = 1 / 3  # of a training part, for choose_point
 
 
-def _check_dataset(dataset, folds, cross_fit=2):
-    """The labels as int64 if ``dataset`` can be split into ``folds`` and cross-fitted with ``cross_fit``."""
+def _check_dataset(dataset, folds, cross_fit_parts=2):
+    """The labels as int64 if ``dataset`` can be split into ``folds`` and cross-fitted with ``cross_fit_parts``."""
     if not all(hasattr(dataset, name) for name in ("images", "labels")):
         raise ValueError(f"dataset must be an AnomalyDataset (with .images and .labels), got {type(dataset).__name__}")
     images = check_images(dataset.images, "dataset.images")
@@ -66,18 +66,18 @@ def _check_dataset(dataset, folds, cross_fit=2):
     labels = check_labels(dataset.labels, images.shape[0], "dataset.labels")
     check_both_classes(labels, "the dataset")
     check_int(folds, "folds", 2)
-    check_int(cross_fit, "cross_fit", 2)
+    check_int(cross_fit_parts, "cross_fit_parts", 2)
     for label, name in ((0, "normal"), (1, "anomalous")):
         count = int((labels == label).sum())
         if count < folds:
             raise ValueError(f"the dataset has {count} {name} images, fewer than folds={folds}: "
                              f"each fold needs at least one image of each class")
     # The colourisers of the fold with the largest test part see the fewest training normals.
-    normals, needed = int((labels == 0).sum()), fewest_to_split(folds, fewest_normals_to_cross_fit(cross_fit))
+    normals, needed = int((labels == 0).sum()), fewest_to_split(folds, fewest_normals_to_cross_fit(cross_fit_parts))
     if normals < needed:
-        raise ValueError(f"the dataset has {normals} normal images; folds={folds} with cross_fit={cross_fit} needs at "
-                         f"least {needed}, so that every fold's training part can be cross-fitted "
-                         f"(lower folds or cross_fit, or add normal images)")
+        raise ValueError(f"the dataset has {normals} normal images; folds={folds} with cross_fit_parts={cross_fit_parts} "
+                         f"needs at least {needed}, so that every fold's training part can be cross-fitted "
+                         f"(lower folds or cross_fit_parts, or add normal images)")
     return labels
 
 
@@ -107,7 +107,7 @@ def _split_seed(seed, repeat):
 
 def _fold_seed(seed, fold_number, repeat=0):
     # Each fold gets its own seeds for colourisers, initialisation and batch order; the colourisers
-    # of one fold use seed .. seed + cross_fit, so a stride of 100 keeps folds apart (and 10,000 repeats).
+    # of one fold use seed .. seed + cross_fit_parts, so a stride of 100 keeps folds apart (and 10,000 repeats).
     return _split_seed(seed, repeat) + 100 * fold_number
 
 
@@ -126,21 +126,21 @@ def _saved_maps(path, settings):
     return saved["anomaly_maps"] if saved.get("settings") == settings else None
 
 
-def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER.colorizer_epochs, cross_fit=2, device=None,
+def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER.colorizer_epochs, cross_fit_parts=2, device=None,
                   progress=True, repeats=1, cache_dir=None):
     """Split ``dataset`` ``repeats`` times into stratified folds and make each fold's maps; return [Fold].
 
     Repeat r splits with ``StratifiedKFold(folds, shuffle=True, random_state=seed + 10000 r)``
     (repeat 0 is the single split of the paper's protocol). In each fold the colourisers learn from
-    the training normals only (``fold_anomaly_maps`` with ``cross_fit`` parts), and the scale is
+    the training normals only (``fold_anomaly_maps`` with ``cross_fit_parts`` parts), and the scale is
     measured on the training maps. The colouriser part is the same for every variant, so
     ``cross_validate`` and ``run_ablation`` take these folds and reuse them. With ``cache_dir`` each
     fold's maps are saved there as soon as they are made, and maps saved for the same data set, split
     and colouriser settings are loaded instead of trained again (this is how a run resumes).
     """
-    labels = _check_dataset(dataset, folds, cross_fit)
+    labels = _check_dataset(dataset, folds, cross_fit_parts)
     check_int(colorizer_epochs, "colorizer_epochs", 1)
-    check_int(cross_fit, "cross_fit", 2)
+    check_int(cross_fit_parts, "cross_fit_parts", 2)
     check_int(repeats, "repeats", 1)
     dataset_fingerprint = fingerprint(dataset)
     splits = [(repeat, number, train_index, test_index) for repeat in range(repeats)
@@ -152,12 +152,12 @@ def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER.colorizer_epo
                                                         disable=not progress):
         train = torch.from_numpy(train_index)
         settings = dict(dataset=dataset_fingerprint, folds=folds, repeat=repeat, fold=number, seed=seed,
-                        colorizer_epochs=colorizer_epochs, cross_fit=cross_fit)
+                        colorizer_epochs=colorizer_epochs, cross_fit_parts=cross_fit_parts)
         path = Path(cache_dir) / f"repeat{repeat}_fold{number}.pt" if cache_dir is not None else None
         maps = _saved_maps(path, settings) if path is not None else None
         if maps is None:
-            maps = fold_anomaly_maps(dataset.images, labels, train, epochs=colorizer_epochs, cross_fit=cross_fit,
-                                     seed=_fold_seed(seed, number, repeat), device=device)
+            maps = fold_anomaly_maps(dataset.images, labels, train, epochs=colorizer_epochs,
+                                     cross_fit_parts=cross_fit_parts, seed=_fold_seed(seed, number, repeat), device=device)
             if path is not None:
                 _write_atomically(path, lambda file: torch.save(dict(settings=settings, anomaly_maps=maps.cpu()), file))
         maps = maps.to(dataset.images.device)
@@ -202,14 +202,14 @@ def cross_validate(variant, dataset, protocol=PAPER, attention_point=None, *, de
     to draw its attention).
     """
     protocol = protocol.replace(**changes)
-    labels = _check_dataset(dataset, protocol.folds, protocol.cross_fit)
+    labels = _check_dataset(dataset, protocol.folds, protocol.cross_fit_parts)
     image_size = dataset.images.shape[-1]
     # Build one model before any training so that a bad variant or point fails at once.
     params = _count_parameters(make_model(variant, adn=protocol.adn, attention_point=attention_point,
                                           image_size=image_size))
     if fold_maps is None:
-        fold_maps = prepare_folds(dataset, protocol.folds, protocol.seed, protocol.colorizer_epochs, protocol.cross_fit,
-                                  device, progress, protocol.repeats)
+        fold_maps = prepare_folds(dataset, protocol.folds, protocol.seed, protocol.colorizer_epochs,
+                                  protocol.cross_fit_parts, device, progress, protocol.repeats)
     _check_fold_maps(fold_maps, dataset, protocol.folds, protocol.repeats)
 
     result = CrossValidation(variant, protocol.adn, attention_point, params, folds=[])
@@ -371,7 +371,7 @@ def run_ablation(dataset, protocol=PAPER, *, out_dir=None, device=None, progress
     ``on_fold_end`` goes to ``cross_validate``. Returns an AblationTable; print it for the table.
     """
     protocol = protocol.replace(**changes)
-    labels = _check_dataset(dataset, protocol.folds, protocol.cross_fit)
+    labels = _check_dataset(dataset, protocol.folds, protocol.cross_fit_parts)
     runs = _planned_runs(dataset, protocol)
     check_bool(resume, "resume")
     config = dict(dataset=getattr(dataset, "name", "?"), n_normal=int((labels == 0).sum()),
@@ -382,8 +382,8 @@ def run_ablation(dataset, protocol=PAPER, *, out_dir=None, device=None, progress
     if done:
         print(f"resuming {out_dir}: {len(done)} finished cross-validation(s) kept")
     if fold_maps is None:
-        fold_maps = prepare_folds(dataset, protocol.folds, protocol.seed, protocol.colorizer_epochs, protocol.cross_fit,
-                                  device, progress, protocol.repeats,
+        fold_maps = prepare_folds(dataset, protocol.folds, protocol.seed, protocol.colorizer_epochs,
+                                  protocol.cross_fit_parts, device, progress, protocol.repeats,
                                   cache_dir=Path(out_dir) / "fold_maps" if out_dir is not None else None)
     _check_fold_maps(fold_maps, dataset, protocol.folds, protocol.repeats)
     environment = _environment(device) | ({"resumed_a_run_started": started} if started else {})

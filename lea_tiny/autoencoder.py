@@ -159,15 +159,15 @@ def reconstruction_map(model, rgb, batch_size=64):
     return torch.cat(maps).to(rgb.device)
 
 
-def fold_reconstruction_maps(images, labels, train_index, *, epochs, cross_fit=2, seed=0, device=None,
+def fold_reconstruction_maps(images, labels, train_index, *, epochs, cross_fit_parts=2, seed=0, device=None,
                              progress=False, **autoencoder_kwargs):
     """Reconstruction maps for all N ``images`` of one fold, without leakage: (N, H, W) float32.
 
     The contract of ``colorize.fold_anomaly_maps``, with autoencoders for colourisers: they learn from
-    the fold's training normals only; those normals get cross-fitted maps (``cross_fit`` parts), every
+    the fold's training normals only; those normals get cross-fitted maps (``cross_fit_parts`` parts), every
     other image a map from one autoencoder on all of them. Extra keyword arguments (``batch_size``,
     ``lr``, ``noise``) go to ``train_autoencoder``.
     """
-    return fold_anomaly_maps(images, labels, train_index, epochs=epochs, cross_fit=cross_fit, seed=seed,
+    return fold_anomaly_maps(images, labels, train_index, epochs=epochs, cross_fit_parts=cross_fit_parts, seed=seed,
                              device=device, progress=progress, trainer=train_autoencoder,
                              make_map=reconstruction_map, **autoencoder_kwargs)

@@ -397,31 +397,31 @@ def cross_fitted_maps(normal_images, k, *, epochs, seed=0, device=None, progress
     return maps
 
 
-def fold_anomaly_maps(images, labels, train_index, *, epochs, cross_fit=2, seed=0, device=None, progress=False,
+def fold_anomaly_maps(images, labels, train_index, *, epochs, cross_fit_parts=2, seed=0, device=None, progress=False,
                       trainer=None, make_map=None, **trainer_kwargs):
     """Anomaly maps for all N ``images`` of one cross-validation fold, without leakage.
 
     The models (colourisers by default, or what ``trainer`` makes) learn from the fold's training
     normals only (``labels == 0`` within ``train_index``). Those training normals get cross-fitted
-    maps (``cross_fitted_maps`` with k = ``cross_fit``); every other image (training anomalies, all
+    maps (``cross_fitted_maps`` with k = ``cross_fit_parts``); every other image (training anomalies, all
     test images) gets its map from one model trained on all the training normals (``seed``). Extra
     keyword arguments go to ``trainer``. Returns (N, H, W) float32 on the images' device.
     """
     check_images(images, "images")
-    check_int(cross_fit, "cross_fit", 2)
-    check_seed(seed, more=cross_fit)
+    check_int(cross_fit_parts, "cross_fit_parts", 2)
+    check_seed(seed, more=cross_fit_parts)
     labels = check_labels(labels, images.shape[0]).to(images.device)
     train_index = check_indices(train_index, images.shape[0], "train_index").to(images.device)
     train_normals = train_index[labels[train_index] == 0]
     if train_normals.numel() == 0:
         raise ValueError("the training part of the fold holds no normal images to learn the maps from")
-    _check_cross_fit(f"the fold's {train_normals.numel()} training normal images", train_normals.numel(), "cross_fit",
-                     cross_fit, trainer, trainer_kwargs)
+    _check_cross_fit(f"the fold's {train_normals.numel()} training normal images", train_normals.numel(),
+                     "cross_fit_parts", cross_fit_parts, trainer, trainer_kwargs)
 
     others = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
     others[train_normals] = False
     maps = torch.empty(images.shape[0], *images.shape[2:], device=images.device)
-    maps[train_normals] = cross_fitted_maps(images[train_normals], cross_fit, epochs=epochs, seed=seed,
+    maps[train_normals] = cross_fitted_maps(images[train_normals], cross_fit_parts, epochs=epochs, seed=seed,
                                             device=device, progress=progress, trainer=trainer, make_map=make_map,
                                             **trainer_kwargs)
     if others.any():

@@ -171,7 +171,7 @@ class LeaNetDetector:
 
 
 def train(images, labels, *, epochs, seed=0, device=None, progress=False, variant="caan_mobilenet", adn="cnn",
-          attention_point=2, colorizer_epochs=10, cross_fit=2, lr=3e-4, batch_size=8, augment=True):
+          attention_point=2, colorizer_epochs=10, cross_fit_parts=2, lr=3e-4, batch_size=8, augment=True):
     """LEA-Net (supervised: it reads every label; both classes needed), trained as ``lea_tiny.train.fit`` trains it.
 
     The colourisers learn from the normals only, the training normals get cross-fitted maps, the other
@@ -191,7 +191,7 @@ def train(images, labels, *, epochs, seed=0, device=None, progress=False, varian
     if variant != "baseline":
         normals = images[labels == 0]
         raw = torch.empty(len(images), *images.shape[-2:])
-        raw[labels == 0] = cross_fitted_maps(normals, cross_fit, epochs=colorizer_epochs, seed=seed,
+        raw[labels == 0] = cross_fitted_maps(normals, cross_fit_parts, epochs=colorizer_epochs, seed=seed,
                                              device=device).cpu()
         colorizer = train_colorizer(normals, colorizer_epochs, seed=seed, device=device, progress=False)
         if bool((labels == 1).any()):

@@ -40,7 +40,7 @@ class Protocol:
     """Every setting of ``run_ablation``: what is trained, on which folds, for how long.
 
     ``lr`` None means the paper's rate for the ADN (``default_lr``); ``choose_points`` None means
-    "when more than one attention point is tried" (``run_ablation``); ``cross_fit`` is the number of
+    "when more than one attention point is tried" (``run_ablation``); ``cross_fit_parts`` is the number of
     parts the training normals are split into for their own maps (``fold_anomaly_maps``).
     """
     adn: str = "resnet18"
@@ -50,7 +50,7 @@ class Protocol:
     repeats: int = 1
     epochs: int = 100              # Section 4-2, the classifiers
     colorizer_epochs: int = 500    # Section 4-2, the U-Net (with early stopping)
-    cross_fit: int = 2
+    cross_fit_parts: int = 2
     batch_size: int = 16
     lr: float | None = None
     augment: bool = False
@@ -76,10 +76,10 @@ class Protocol:
             raise ValueError(f"attention_points {list(self.attention_points)} repeats a point, which would train the "
                              f"same models twice; list each point once")
         for name, minimum in (("folds", 2), ("repeats", 1), ("epochs", 1), ("colorizer_epochs", 1),
-                              ("cross_fit", 2), ("batch_size", 2)):
+                              ("cross_fit_parts", 2), ("batch_size", 2)):
             check_int(getattr(self, name), name, minimum)
         # every fold of every repeat derives its seeds from this one (lea_tiny.ablation._fold_seed)
-        check_seed(self.seed, more=10_000 * (self.repeats - 1) + 100 * (self.folds - 1) + self.cross_fit)
+        check_seed(self.seed, more=10_000 * (self.repeats - 1) + 100 * (self.folds - 1) + self.cross_fit_parts)
         check_lr(self.lr)
         check_bool(self.augment, "augment")
         if self.choose_points is not None:

@@ -17,9 +17,9 @@ from lea_tiny.data import AnomalyDataset
 
 def _fake_maps(monkeypatch, calls=None):
     """Colourisers replaced by random maps (and a record of how they were asked for), for fast fold tests."""
-    def fake_fold_anomaly_maps(images, labels, train_index, *, epochs, cross_fit, seed, device):
+    def fake_fold_anomaly_maps(images, labels, train_index, *, epochs, cross_fit_parts, seed, device):
         if calls is not None:
-            calls.append((train_index.tolist(), epochs, cross_fit, seed))
+            calls.append((train_index.tolist(), epochs, cross_fit_parts, seed))
         maps = torch.rand(len(images), SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
         maps[~torch.isin(torch.arange(len(images)), train_index)] = 1000.0  # test maps must not move the scale
         return maps
@@ -44,9 +44,9 @@ def test_prepare_folds_gives_stratified_disjoint_folds_with_training_scaled_maps
 def test_prepare_folds_trains_colourisers_on_each_folds_training_part_only(dataset, monkeypatch):
     calls = []
     _fake_maps(monkeypatch, calls)
-    prepared = prepare_folds(dataset, folds=3, seed=5, colorizer_epochs=7, cross_fit=3, progress=False)
-    for fold, (train_index, epochs, cross_fit, seed) in zip(prepared, calls):
-        assert train_index == fold.train_index.tolist() and (epochs, cross_fit) == (7, 3)
+    prepared = prepare_folds(dataset, folds=3, seed=5, colorizer_epochs=7, cross_fit_parts=3, progress=False)
+    for fold, (train_index, epochs, cross_fit_parts, seed) in zip(prepared, calls):
+        assert train_index == fold.train_index.tolist() and (epochs, cross_fit_parts) == (7, 3)
         assert fold.scale < 1
     assert len({seed for *_, seed in calls}) == 3  # each fold's colourisers get their own seed
 

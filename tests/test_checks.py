@@ -283,7 +283,7 @@ def test_save_checkpoint_refuses_an_image_size_that_is_not_the_models(tmp_path, 
     (lambda: cross_fitted_maps(_images(6, 16), 2, epochs=1, seed=SEED_MAX),
      r"seed must be an int >= 0 and <= 4294967293 .*seeds seed .. seed \+ 2 are used"),
     (lambda: fold_anomaly_maps(_images(6, 16), torch.zeros(6, dtype=torch.long), torch.arange(6), epochs=1,
-                               cross_fit=3, seed=SEED_MAX - 1), r"seed must be an int >= 0 and <= 4294967292"),
+                               cross_fit_parts=3, seed=SEED_MAX - 1), r"seed must be an int >= 0 and <= 4294967292"),
 ])
 def test_seeds_outside_numpys_range_are_refused_up_front(call, message):
     with pytest.raises(ValueError, match=message):
@@ -298,11 +298,11 @@ def test_the_largest_seed_is_a_seed():
 # Too few normal images: say what the data set needs ---------------------------------------------------------------
 @pytest.mark.parametrize("call, message", [
     (lambda: prepare_folds(_dataset(5, 3), folds=3, colorizer_epochs=1, progress=False),
-     "the dataset has 5 normal images; folds=3 with cross_fit=2 needs at least 9"),
+     "the dataset has 5 normal images; folds=3 with cross_fit_parts=2 needs at least 9"),
     (lambda: run_ablation(_dataset(11, 4), adn="cnn", variants=["baseline"], folds=2),
-     "the dataset has 11 normal images; folds=2 with cross_fit=2 needs at least 12"),
+     "the dataset has 11 normal images; folds=2 with cross_fit_parts=2 needs at least 12"),
     (lambda: fold_anomaly_maps(_images(8, 16), torch.tensor([0] * 5 + [1] * 3), torch.arange(6), epochs=1),
-     "cannot split the fold's 5 training normal images into cross_fit=2 parts: at least 6 are needed"),
+     "cannot split the fold's 5 training normal images into cross_fit_parts=2 parts: at least 6 are needed"),
     (lambda: cross_fitted_maps(_images(4, 16), 3, epochs=1), "cannot split 4 normal images into k=3 parts: at least 5"),
     (lambda: cross_fitted_maps(_images(4, 16), 2, epochs=1), "cannot split 4 normal images into k=2 parts: at least 6"),
 ])

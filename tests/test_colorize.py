@@ -304,7 +304,7 @@ def test_fold_anomaly_maps_never_maps_a_training_normal_with_a_colouriser_that_s
         return colourisers[-1]
 
     monkeypatch.setattr(colorize_module, "train_colorizer", fake_train_colorizer)
-    maps = fold_anomaly_maps(images, labels, train_index, epochs=1, cross_fit=3)
+    maps = fold_anomaly_maps(images, labels, train_index, epochs=1, cross_fit_parts=3)
     assert maps.shape == (14, 16, 16)
 
     train_normals = {0, 1, 3, 4, 6, 7, 8}
@@ -337,8 +337,8 @@ def test_fold_anomaly_maps_runs_end_to_end_and_matches_cross_fitted_maps():
     (torch.zeros(6, dtype=torch.long), torch.tensor([0, 0, 1]), {}, "repeated"),
     (torch.zeros(6, dtype=torch.long), torch.tensor([0.0, 1.0]), {}, "integer"),
     (torch.tensor([1, 1, 1, 0, 0, 0]), torch.arange(3), {}, "no normal images"),
-    (torch.zeros(6, dtype=torch.long), torch.arange(4), dict(cross_fit=1), "cross_fit"),
-    (torch.zeros(6, dtype=torch.long), torch.arange(2), dict(cross_fit=3), "cannot split"),
+    (torch.zeros(6, dtype=torch.long), torch.arange(4), dict(cross_fit_parts=1), "cross_fit_parts"),
+    (torch.zeros(6, dtype=torch.long), torch.arange(2), dict(cross_fit_parts=3), "cannot split"),
 ])
 def test_fold_anomaly_maps_rejects_bad_input(labels, train_index, kwargs, message):
     with pytest.raises(ValueError, match=message):
