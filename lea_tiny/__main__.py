@@ -30,7 +30,8 @@ from lea_tiny.checks import check_seed
 from lea_tiny.data import load_folder, make_dataset
 from lea_tiny.detector import save_comparison
 from lea_tiny.embedded import EMBEDDED_DATASETS
-from lea_tiny.protocol import PAPER, PAPER_DATA, TEACHING, TEACHING_DATA
+from lea_tiny.compare import point_text
+from lea_tiny.protocol import CAAN_TRAINING, MAP_SOURCES, PAPER, PAPER_DATA, TEACHING, TEACHING_DATA
 from lea_tiny.train import save_checkpoint
 
 
@@ -38,9 +39,10 @@ from lea_tiny.train import save_checkpoint
 def _defaults(protocol, data, out):
     """The options' defaults of one command: a protocol and its data (``lea_tiny.protocol``), and a folder."""
     settings = {name: getattr(protocol, name) for name in ("folds", "repeats", "epochs", "colorizer_epochs",
-                                                          "batch_size", "lr", "augment", "adn")}
+                                                          "batch_size", "lr", "augment", "adn", "gate",
+                                                          "caan_training", "map_source")}
     return dict(data, **settings, variants=",".join(protocol.variants),
-                attention_points=",".join(map(str, protocol.attention_points)), out=out)
+                attention_points=",".join(map(point_text, protocol.attention_points)), out=out)
 
 
 # Each command: its protocol, the embedded data it draws, and its output folder.
@@ -96,14 +98,17 @@ def _variants(text):
 
 
 def _attention_points(text):
+    """"1,3,1+3" -> [1, 3, (1, 3)]: one model per comma, attention at each point joined by +."""
     try:
-        points = [int(point) for point in text.split(",")]
+        entries = [[int(point) for point in entry.split("+")] for entry in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected attention points from 1..5 separated by commas, got {text!r}") \
-            from None
-    if not all(1 <= point <= 5 for point in points):
+        raise argparse.ArgumentTypeError(f"expected attention points from 1..5 separated by commas (1+3 for a model "
+                                         f"with attention at both), got {text!r}") from None
+    if not all(1 <= point <= 5 for entry in entries for point in entry):
         raise argparse.ArgumentTypeError(f"attention points must lie in 1..5, got {text!r}")
-    return points
+    if any(len(set(entry)) != len(entry) for entry in entries):
+        raise argparse.ArgumentTypeError(f"a model's attention points must differ, got {text!r}")
+    return [entry[0] if len(entry) == 1 else tuple(sorted(entry)) for entry in entries]
 
 
 def _class_names(text):
@@ -160,8 +165,18 @@ def _add_options(parser, defaults):
     parser.add_argument("--attention-points", "--attention-point", type=_attention_points,
                         default=_attention_points(defaults["attention_points"]),
                         help="comma-separated attention points (1..5) at which each attention variant "
-                             f"({', '.join(ATTENTION_VARIANTS)}) is run; the table keeps the best "
-                             f"(default: {defaults['attention_points']})")
+                             f"({', '.join(ATTENTION_VARIANTS)}) is run, 1+3 for one model with attention at "
+                             f"both; the table keeps the best (default: {defaults['attention_points']})")
+    parser.add_argument("--gate", action=argparse.BooleanOptionalAction, default=defaults["gate"],
+                        help="the follow-ups' learnable gate: f' = f + w M f at each attention point, w learnt from "
+                             "0 (default: %(default)s)" + paper % "Eq. 3, f' = (1 + M) f")
+    parser.add_argument("--caan-training", choices=CAAN_TRAINING, default=defaults["caan_training"],
+                        help="joint: Eq. 1; frozen / fine_tune: the CAAN first learns from the maps alone, then the "
+                             "ADN trains with it frozen or fine-tuned (default: %(default)s)" + paper % "joint")
+    parser.add_argument("--map-source", choices=tuple(MAP_SOURCES), default=defaults["map_source"],
+                        help="the anomaly map: colourisation (CIEDE2000) or an autoencoder's reconstruction error, "
+                             "both learnt from each fold's training normals (default: %(default)s)"
+                             + paper % "colorization")
     parser.add_argument("--batch-size", type=_positive_int, default=defaults["batch_size"],
                         help="images per training step (default: %(default)s)" + paper % 16)
     parser.add_argument("--lr", type=_learning_rate, default=defaults["lr"],
@@ -325,7 +340,8 @@ def run(args):
     protocol = COMMANDS[args.command][0].replace(
         adn=args.adn, variants=args.variants, attention_points=args.attention_points, folds=args.folds,
         repeats=args.repeats, epochs=args.epochs, colorizer_epochs=args.colorizer_epochs, batch_size=args.batch_size,
-        lr=args.lr, augment=args.augment, choose_points=args.choose_points, seed=args.seed)
+        lr=args.lr, augment=args.augment, choose_points=args.choose_points, seed=args.seed, gate=args.gate,
+        caan_training=args.caan_training, map_source=args.map_source)
     table = run_ablation(dataset, protocol, out_dir=args.out, device=args.device, progress=not args.quiet,
                          resume=args.resume, on_fold_end=keep_figure_model if draw else None)
     print()

@@ -47,10 +47,11 @@ from tqdm.auto import tqdm
 from lea_tiny import get_device, seed_everything
 from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, make_model
 from lea_tiny.checks import check_bool, check_both_classes, check_images, check_int, check_labels, fewest_to_split
-from lea_tiny.colorize import fewest_normals_to_cross_fit, fold_anomaly_maps, image_score, map_scale, scale_maps
+from lea_tiny.colorize import fewest_normals_to_cross_fit, image_score, map_scale, scale_maps
 from lea_tiny.adn import ADN_NAMES
-from lea_tiny.compare import AblationTable, CrossValidation, load_results
-from lea_tiny.protocol import PAPER
+from lea_tiny.compare import AblationTable, CrossValidation, load_results, point_text
+from lea_tiny.protocol import MAP_SOURCES, PAPER
+from lea_tiny.two_stage import fit_two_stage
 from lea_tiny.train import _write_atomically, evaluate, f1_and_auroc, fit
 
 VALIDATION_FRACTION = 1 / 3  # of a training part, for choose_point
@@ -75,8 +76,8 @@ def _check_dataset(dataset, folds, cross_fit_parts=2):
     # The colourisers of the fold with the largest test part see the fewest training normals.
     normals, needed = int((labels == 0).sum()), fewest_to_split(folds, fewest_normals_to_cross_fit(cross_fit_parts))
     if normals < needed:
-        raise ValueError(f"the dataset has {normals} normal images; folds={folds} with cross_fit_parts={cross_fit_parts} "
-                         f"needs at least {needed}, so that every fold's training part can be cross-fitted "
+        raise ValueError(f"the dataset has {normals} normal images; folds={folds} with "
+                         f"cross_fit_parts={cross_fit_parts} needs at least {needed}, so that every fold's training part can be cross-fitted "
                          f"(lower folds or cross_fit_parts, or add normal images)")
     return labels
 
@@ -127,7 +128,7 @@ def _saved_maps(path, settings):
 
 
 def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER.colorizer_epochs, cross_fit_parts=2, device=None,
-                  progress=True, repeats=1, cache_dir=None):
+                  progress=True, repeats=1, cache_dir=None, map_source="colorization"):
     """Split ``dataset`` ``repeats`` times into stratified folds and make each fold's maps; return [Fold].
 
     Repeat r splits with ``StratifiedKFold(folds, shuffle=True, random_state=seed + 10000 r)``
@@ -137,27 +138,32 @@ def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER.colorizer_epo
     ``cross_validate`` and ``run_ablation`` take these folds and reuse them. With ``cache_dir`` each
     fold's maps are saved there as soon as they are made, and maps saved for the same data set, split
     and colouriser settings are loaded instead of trained again (this is how a run resumes).
+    ``map_source`` names the maps (``lea_tiny.protocol.MAP_SOURCES``): the colour anomaly map, or
+    the reconstruction map of autoencoders trained the same way (``colorizer_epochs`` each).
     """
     labels = _check_dataset(dataset, folds, cross_fit_parts)
     check_int(colorizer_epochs, "colorizer_epochs", 1)
     check_int(cross_fit_parts, "cross_fit_parts", 2)
     check_int(repeats, "repeats", 1)
+    if map_source not in MAP_SOURCES:
+        raise ValueError(f"map_source must be one of {', '.join(map(repr, MAP_SOURCES))}, got {map_source!r}")
     dataset_fingerprint = fingerprint(dataset)
     splits = [(repeat, number, train_index, test_index) for repeat in range(repeats)
               for number, (train_index, test_index) in enumerate(
                   StratifiedKFold(n_splits=folds, shuffle=True, random_state=_split_seed(seed, repeat))
                   .split(np.zeros(len(labels)), labels.numpy()))]
     prepared = []
-    for repeat, number, train_index, test_index in tqdm(splits, desc="colour anomaly maps per fold",
+    for repeat, number, train_index, test_index in tqdm(splits, desc=f"{map_source} maps per fold",
                                                         disable=not progress):
         train = torch.from_numpy(train_index)
         settings = dict(dataset=dataset_fingerprint, folds=folds, repeat=repeat, fold=number, seed=seed,
-                        colorizer_epochs=colorizer_epochs, cross_fit_parts=cross_fit_parts)
+                        colorizer_epochs=colorizer_epochs, cross_fit_parts=cross_fit_parts, map_source=map_source)
         path = Path(cache_dir) / f"repeat{repeat}_fold{number}.pt" if cache_dir is not None else None
         maps = _saved_maps(path, settings) if path is not None else None
         if maps is None:
-            maps = fold_anomaly_maps(dataset.images, labels, train, epochs=colorizer_epochs,
-                                     cross_fit_parts=cross_fit_parts, seed=_fold_seed(seed, number, repeat), device=device)
+            maps = MAP_SOURCES[map_source](dataset.images, labels, train, epochs=colorizer_epochs,
+                                           cross_fit_parts=cross_fit_parts, seed=_fold_seed(seed, number, repeat),
+                                           device=device)
             if path is not None:
                 _write_atomically(path, lambda file: torch.save(dict(settings=settings, anomaly_maps=maps.cpu()), file))
         maps = maps.to(dataset.images.device)
@@ -205,11 +211,11 @@ def cross_validate(variant, dataset, protocol=PAPER, attention_point=None, *, de
     labels = _check_dataset(dataset, protocol.folds, protocol.cross_fit_parts)
     image_size = dataset.images.shape[-1]
     # Build one model before any training so that a bad variant or point fails at once.
-    params = _count_parameters(make_model(variant, adn=protocol.adn, attention_point=attention_point,
-                                          image_size=image_size))
+    params = _count_parameters(_model(variant, attention_point, protocol, image_size))
     if fold_maps is None:
         fold_maps = prepare_folds(dataset, protocol.folds, protocol.seed, protocol.colorizer_epochs,
-                                  protocol.cross_fit_parts, device, progress, protocol.repeats)
+                                  protocol.cross_fit_parts, device, progress, protocol.repeats,
+                                  map_source=protocol.map_source)
     _check_fold_maps(fold_maps, dataset, protocol.folds, protocol.repeats)
 
     result = CrossValidation(variant, protocol.adn, attention_point, params, folds=[])
@@ -222,6 +228,8 @@ def cross_validate(variant, dataset, protocol=PAPER, attention_point=None, *, de
         record = dict(repeat=fold.repeat, fold=fold.number, n_train=len(fold.train_index), n_test=len(test),
                       history=history)
         record.update({name: value for name, value in metrics.items() if not name.endswith("scores")})
+        if model.gates is not None:  # the learnt w_p, reported as the follow-up reports them
+            record["gate_weights"] = {str(point): weight for point, weight in model.gate_weights().items()}
         result.folds.append(record)
         if on_fold_end is not None:
             on_fold_end(result, fold, model)
@@ -232,12 +240,21 @@ def _trained_model(variant, attention_point, dataset, fold, train_index, protoco
     """(model, losses per epoch): made from the fold's seed and trained on ``train_index``, as every row's folds are."""
     fold_seed = _fold_seed(protocol.seed, fold.number, fold.repeat)
     seed_everything(fold_seed)
-    model = make_model(variant, adn=protocol.adn, attention_point=attention_point, image_size=dataset.images.shape[-1])
+    model = _model(variant, attention_point, protocol, dataset.images.shape[-1])
     train = torch.as_tensor(train_index)
-    history = fit(model, dataset.images[train], fold.scaled_maps[train], torch.as_tensor(dataset.labels)[train],
-                  epochs=protocol.epochs, lr=protocol.lr, batch_size=protocol.batch_size, augment=protocol.augment,
-                  device=device, seed=fold_seed, progress=progress)
-    return model, history
+    data = (dataset.images[train], fold.scaled_maps[train], torch.as_tensor(dataset.labels)[train])
+    options = dict(epochs=protocol.epochs, lr=protocol.lr, batch_size=protocol.batch_size, augment=protocol.augment,
+                   device=device, seed=fold_seed, progress=progress)
+    if protocol.caan_training == "joint" or model.caan is None:
+        return model, fit(model, *data, **options)
+    stages = fit_two_stage(model, *data, caan=protocol.caan_training, caan_epochs=protocol.epochs, **options)
+    return model, dict(stages["stage_two"], caan_alone_loss=stages["stage_one"]["caan_loss"])
+
+
+def _model(variant, attention_point, protocol, image_size):
+    """``make_model`` for one row; the protocol's gate goes to the variants that have attention."""
+    return make_model(variant, adn=protocol.adn, attention_point=attention_point, image_size=image_size,
+                      gate=protocol.gate and variant in ATTENTION_VARIANTS)
 
 
 # The map alone, and a fairly chosen attention point ---------------------------------------------------------
@@ -300,7 +317,7 @@ def fair_point_row(results_by_point, chosen):
     for index, fold in enumerate(first.folds):
         point, aurocs = chosen[(fold["repeat"], fold["fold"])]
         folds.append(dict(results_by_point[point].folds[index], attention_point=point,
-                          validation_auroc={str(p): auroc for p, auroc in aurocs.items()}))
+                          validation_auroc={point_text(p): auroc for p, auroc in aurocs.items()}))
     return CrossValidation(first.variant, first.adn, None, first.params, folds)
 
 
@@ -318,7 +335,7 @@ def _planned_runs(dataset, protocol):
     runs = [(variant, point if variant in ATTENTION_VARIANTS else None) for variant in protocol.variants
             for point in (protocol.attention_points if variant in ATTENTION_VARIANTS else (None,))]
     for variant, point in runs:
-        make_model(variant, adn=protocol.adn, attention_point=point, image_size=dataset.images.shape[-1])
+        _model(variant, point, protocol, dataset.images.shape[-1])
     return runs
 
 
@@ -384,7 +401,8 @@ def run_ablation(dataset, protocol=PAPER, *, out_dir=None, device=None, progress
     if fold_maps is None:
         fold_maps = prepare_folds(dataset, protocol.folds, protocol.seed, protocol.colorizer_epochs,
                                   protocol.cross_fit_parts, device, progress, protocol.repeats,
-                                  cache_dir=Path(out_dir) / "fold_maps" if out_dir is not None else None)
+                                  cache_dir=Path(out_dir) / "fold_maps" if out_dir is not None else None,
+                                  map_source=protocol.map_source)
     _check_fold_maps(fold_maps, dataset, protocol.folds, protocol.repeats)
     environment = _environment(device) | ({"resumed_a_run_started": started} if started else {})
     table = AblationTable([map_alone(dataset, fold_maps, protocol.adn)], config, environment, fold_maps)

@@ -229,7 +229,7 @@ class AnomalyDetector(nn.Module):
             check_unit_range(anomaly_map, "anomaly_map", fix="scale it with lea_tiny.colorize.scale_maps")
 
 
-def _attention_point(variant, attention_point):
+def check_attention_point(variant, attention_point):
     """``attention_point`` checked for ``variant``: an int 1..5, a sorted tuple of distinct ones, or None."""
     if VARIANTS[variant].attention is None:
         if attention_point is not None:
@@ -258,7 +258,7 @@ def make_model(variant, adn="resnet18", attention_point=None, image_size=256, ga
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if adn not in ADN_NAMES:
         raise ValueError(f"unknown ADN {adn!r}; choose one of {', '.join(ADN_NAMES)}")
-    attention_point = _attention_point(variant, attention_point)
+    attention_point = check_attention_point(variant, attention_point)
     check_bool(gate, "gate")
     if gate and attention_point is None:
         raise ValueError(f"variant {variant!r} has no attention point to gate; gate=True needs one of "

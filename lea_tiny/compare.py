@@ -20,6 +20,7 @@ come with an interval, which the paper does not report.
 import csv
 import io
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 from scipy import stats
 
 from lea_tiny.adn import ADN_NAMES
-from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, VARIANTS
+from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, VARIANTS, check_attention_point
 from lea_tiny.checks import check_int, check_number, is_int
 from lea_tiny.train import _write_atomically
 
@@ -60,12 +61,12 @@ CAAN_HEAD_LABEL = "its CAAN's own head (reads the map only)"
 class CrossValidation:
     """One row's cross-validation: ``folds`` holds a dict per fold of every repeat (f1, auroc, ...).
 
-    ``attention_point`` is the point the row was trained at; None for rows without attention, and
+    ``attention_point`` is the point the row was trained at (a tuple for several); None for rows without attention, and
     for an attention row whose point ``choose_point`` chose per fold (each fold dict then says which).
     """
     variant: str
     adn: str
-    attention_point: int | None
+    attention_point: int | tuple | None
     params: int
     folds: list
 
@@ -163,9 +164,16 @@ def _format_params(count):
     return f"{count / 1e6:.1f}M" if count >= 100_000 else f"{count / 1e3:.1f}k"
 
 
+def point_text(attention_point):
+    """How a table writes an attention point: 3, or 1+3 for a model with attention at several points."""
+    if isinstance(attention_point, (tuple, list)):
+        return "+".join(map(str, attention_point))
+    return "" if attention_point is None else str(attention_point)
+
+
 def _chosen_points(result):
-    counts = np.bincount([fold["attention_point"] for fold in result.folds], minlength=len(ATTENTION_POINTS) + 1)
-    return "chosen on validation: " + ", ".join(f"{point} x{count}" for point, count in enumerate(counts) if count)
+    counts = Counter(point_text(fold["attention_point"]) for fold in result.folds)
+    return "chosen on validation: " + ", ".join(f"{point} x{count}" for point, count in sorted(counts.items()))
 
 
 @dataclass
@@ -205,12 +213,12 @@ class AblationTable:
                 continue
             tried = [result.attention_point for result in self.results if result.variant == row.variant
                      and result.attention_point is not None]
-            where = f"best of {','.join(map(str, tried))} on the test folds: " if len(tried) > 1 else ""
-            lines.append((row.label, f"{where}{row.attention_point}", row))
+            where = f"best of {','.join(map(point_text, tried))} on the test folds: " if len(tried) > 1 else ""
+            lines.append((row.label, f"{where}{point_text(row.attention_point)}", row))
             lines += [(row.label, _chosen_points(result), result) for result in self.results
                       if result.variant == row.variant and result.attention_point is None]
             if "caan_auroc" in row.folds[0]:
-                lines.append((f"{row.label}: {CAAN_HEAD_LABEL}", str(row.attention_point), row.caan_head()))
+                lines.append((f"{row.label}: {CAAN_HEAD_LABEL}", point_text(row.attention_point), row.caan_head()))
         return lines
 
     def differences(self, metric="auroc"):
@@ -318,8 +326,12 @@ def _saved_row(row, where):
         got = (row.get("variant"), row.get("adn")) if isinstance(row, dict) else row
         raise ValueError(f"{where} is no known (variant, adn) row, got {got!r}")
     point = row.get("attention_point")
-    if point is not None and (not is_int(point) or point not in ATTENTION_POINTS):
-        raise ValueError(f"{where} has attention_point {point!r}, not one of {ATTENTION_POINTS} or null")
+    several = isinstance(point, list) and point and all(is_int(one) for one in point)
+    if point is not None and not several and (not is_int(point) or point not in ATTENTION_POINTS):
+        raise ValueError(f"{where} has attention_point {point!r}, not one of {ATTENTION_POINTS}, a list of them, "
+                         f"or null")
+    if several:  # JSON keeps a tuple of points as a list
+        row = dict(row, attention_point=check_attention_point("direct_attention", tuple(point)))
     if not isinstance(row.get("folds"), list) or not row["folds"] or not all(isinstance(f, dict) for f in row["folds"]):
         raise ValueError(f"{where} needs a non-empty list of folds, one dict each")
     for number, fold in enumerate(row["folds"]):
@@ -327,4 +339,6 @@ def _saved_row(row, where):
             check_int(fold.get(name), f"{where}, fold {number}: {name}", minimum)
         for metric in METRICS + tuple(name for name in ("caan_f1", "caan_auroc") if name in fold):
             check_number(fold.get(metric), f"{where}, fold {number}: {metric}", at_least=0, at_most=1)
-    return CrossValidation(**row)
+    folds = [dict(fold, attention_point=tuple(fold["attention_point"])) if isinstance(fold.get("attention_point"), list)
+             else fold for fold in row["folds"]]  # a fold of a chosen-point row says which point it took
+    return CrossValidation(**dict(row, folds=folds))

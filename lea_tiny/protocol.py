@@ -10,6 +10,11 @@ cross-validated ablation in one frozen dataclass, ``Protocol``, checked once whe
                at point 3, 3 folds, 20 epochs in batches of 8 at 3e-4, colourisers for 10 epochs,
                augmentation. Minutes on a 2-core CPU.
 
+Three settings come from the follow-ups (chapter 15), each off in both: ``gate`` (the learnable
+gate of ``make_model``), ``caan_training`` ("frozen" or "fine_tune": ``lea_tiny.two_stage``) and
+``map_source`` (``MAP_SOURCES``: the colour anomaly map, or an autoencoder's reconstruction map).
+An attention point may be a tuple, such as (1, 3): attention at both points of one model.
+
 A chapter or a command changes what it needs: ``TEACHING.replace(repeats=3)``. The data a
 protocol runs on is the data set's business; ``PAPER_DATA`` and ``TEACHING_DATA`` are the
 ``make_dataset`` arguments that go with each (image size and counts).
@@ -31,8 +36,25 @@ from dataclasses import dataclass
 
 from lea_tiny.adn import ADN_NAMES
 from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, VARIANTS
+from lea_tiny.autoencoder import fold_reconstruction_maps
 from lea_tiny.checks import check_bool, check_int, check_lr, check_seed
+from lea_tiny.colorize import fold_anomaly_maps
 from lea_tiny.train import default_lr
+
+# Where each fold's anomaly maps come from: fold_maps(images, labels, train_index, *, epochs,
+# cross_fit_parts, seed, device) -> (N, H, W), learnt from the fold's training normals only.
+MAP_SOURCES = {"colorization": fold_anomaly_maps, "autoencoder": fold_reconstruction_maps}
+CAAN_TRAINING = ("joint", "frozen", "fine_tune")  # Eq. 1, or two stages (lea_tiny.two_stage.CAAN_MODES)
+
+
+def _attention_point(point):
+    """An attention point 1..5 as an int, or several as a sorted tuple of distinct ones (checked)."""
+    points = tuple(point) if isinstance(point, (tuple, list)) else (point,)
+    for one in points:
+        check_int(one, "every attention point", ATTENTION_POINTS[0], ATTENTION_POINTS[-1])
+    if not points or len(set(points)) != len(points):
+        raise ValueError(f"an attention point of several points needs distinct points, got {point!r}")
+    return tuple(sorted(points)) if isinstance(point, (tuple, list)) else point
 
 
 @dataclass(frozen=True)
@@ -41,7 +63,9 @@ class Protocol:
 
     ``lr`` None means the paper's rate for the ADN (``default_lr``); ``choose_points`` None means
     "when more than one attention point is tried" (``run_ablation``); ``cross_fit_parts`` is the number of
-    parts the training normals are split into for their own maps (``fold_anomaly_maps``).
+    parts the training normals are split into for their own maps (``fold_anomaly_maps``);
+    ``colorizer_epochs`` trains whichever network ``map_source`` names. ``gate`` and
+    ``caan_training`` change only the variants they apply to (attention variants; CAAN variants).
     """
     adn: str = "resnet18"
     variants: tuple = tuple(VARIANTS)
@@ -56,6 +80,9 @@ class Protocol:
     augment: bool = False
     choose_points: bool | None = None
     seed: int = 0
+    gate: bool = False             # the follow-ups: f' = f + w_p M_p f, w_p learnt from 0
+    caan_training: str = "joint"   # Eq. 1; "frozen" / "fine_tune": the CAAN first, alone
+    map_source: str = "colorization"
 
     def __post_init__(self):
         if self.adn not in ADN_NAMES:
@@ -63,15 +90,14 @@ class Protocol:
         if isinstance(self.variants, str):
             raise ValueError(f"variants must be a sequence of variant names, got the string {self.variants!r}")
         object.__setattr__(self, "variants", tuple(self.variants))
-        object.__setattr__(self, "attention_points", tuple(self.attention_points))
+        # one model per entry: an int is one point, a tuple (1, 3) several points of one model
+        object.__setattr__(self, "attention_points", tuple(map(_attention_point, self.attention_points)))
         unknown = [variant for variant in self.variants if variant not in VARIANTS]
         if unknown or not self.variants:
             raise ValueError(f"unknown variant(s) {unknown}; expected some of {list(VARIANTS)}" if unknown
                              else "variants is empty")
         if any(variant in ATTENTION_VARIANTS for variant in self.variants) and not self.attention_points:
             raise ValueError("attention_points is empty but attention variants were asked for")
-        for point in self.attention_points:
-            check_int(point, "every attention point", ATTENTION_POINTS[0], ATTENTION_POINTS[-1])
         if len(set(self.attention_points)) != len(self.attention_points):
             raise ValueError(f"attention_points {list(self.attention_points)} repeats a point, which would train the "
                              f"same models twice; list each point once")
@@ -84,6 +110,10 @@ class Protocol:
         check_bool(self.augment, "augment")
         if self.choose_points is not None:
             check_bool(self.choose_points, "choose_points")
+        check_bool(self.gate, "gate")
+        for name, allowed in (("caan_training", CAAN_TRAINING), ("map_source", tuple(MAP_SOURCES))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}")
 
     def replace(self, **changes):
         """A copy with ``changes`` (checked like a new protocol); an unknown setting is named."""

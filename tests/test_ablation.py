@@ -14,6 +14,7 @@ from lea_tiny.attention import make_model
 from lea_tiny.colorize import image_score, map_scale, scale_maps
 from lea_tiny.compare import load_results
 from lea_tiny.data import AnomalyDataset
+from lea_tiny.protocol import MAP_SOURCES
 
 def _fake_maps(monkeypatch, calls=None):
     """Colourisers replaced by random maps (and a record of how they were asked for), for fast fold tests."""
@@ -24,7 +25,7 @@ def _fake_maps(monkeypatch, calls=None):
         maps[~torch.isin(torch.arange(len(images)), train_index)] = 1000.0  # test maps must not move the scale
         return maps
 
-    monkeypatch.setattr(ablation_module, "fold_anomaly_maps", fake_fold_anomaly_maps)
+    monkeypatch.setitem(MAP_SOURCES, "colorization", fake_fold_anomaly_maps)
 
 
 # Folds -------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import torch
 import lea_tiny.ablation as ablation_module
 from lea_tiny.ablation import prepare_folds, run_ablation
 from lea_tiny.data import make_dataset
+from lea_tiny.protocol import MAP_SOURCES
 
 RUN = dict(adn="cnn", variants=("baseline", "direct_attention"), attention_points=(1, 2), folds=2, epochs=1,
            colorizer_epochs=1, progress=False)
@@ -23,15 +24,19 @@ def _results(out_dir):
 
 
 def _counting(monkeypatch, name):
-    """Wrap ablation_module.<name> so that its calls are counted."""
+    """Wrap ablation_module.<name> (for "fold_anomaly_maps", the colour map source) so that its calls are counted."""
     calls = []
-    original = getattr(ablation_module, name)
+    colour_maps = name == "fold_anomaly_maps"
+    original = MAP_SOURCES["colorization"] if colour_maps else getattr(ablation_module, name)
 
     def counted(*args, **kwargs):
         calls.append(args[0] if args else None)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(ablation_module, name, counted)
+    if colour_maps:
+        monkeypatch.setitem(MAP_SOURCES, "colorization", counted)
+    else:
+        monkeypatch.setattr(ablation_module, name, counted)
     return calls
 
 
