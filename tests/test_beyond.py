@@ -4,9 +4,8 @@ import pytest
 import torch
 
 import lea_tiny.beyond as beyond_module
-from lea_tiny.attention import ATTENTION_POINTS
-from lea_tiny.beyond import BASELINE, IDEAS, LEA_NET, MAP_TREATMENTS, WHERE, Row, flat, normalised, run_rows, table, \
-    where_table
+from lea_tiny.beyond import (BASELINE, IDEAS, LEA_NET, MAP_TREATMENTS, WHERE, WHERE_POINTS, Row, flat, normalised,
+                             run_rows, table, where_table)
 from lea_tiny.colorize import image_score
 from lea_tiny.protocol import TEACHING
 
@@ -37,8 +36,8 @@ def test_a_normalised_map_keeps_where_and_nothing_of_how_much():
 
 
 def test_where_holds_every_point_under_every_treatment_and_each_idea_changes_one_thing():
-    assert {(row.attention_point, row.map_treatment) for name, row in WHERE.items() if name != BASELINE} == {
-        (point, treatment) for point in ATTENTION_POINTS for treatment in MAP_TREATMENTS}
+    assert {(row.attention_point, row.map_treatment) for row in WHERE.values()} == {
+        (point, treatment) for point in WHERE_POINTS for treatment in MAP_TREATMENTS}
     paper = IDEAS[LEA_NET]
     for name, row in IDEAS.items():
         if name not in (BASELINE, LEA_NET):
