@@ -90,7 +90,8 @@ class Fold:
     ``anomaly_maps`` (N, H, W) are the CIEDE2000 maps of ALL images of the dataset, made by the
     fold's own colourisers (trained on its training normals only); ``scale`` is ``map_scale`` of
     the training images' maps; ``scaled_maps`` (N, 1, H, W) is what the networks read;
-    ``dataset_fingerprint`` names the images and labels they were made for (``fingerprint``).
+    ``dataset_fingerprint`` names the images and labels they were made for (``fingerprint``), and
+    ``map_source`` the maps (``lea_tiny.protocol.MAP_SOURCES``; "colorization": the colour anomaly map).
     """
     number: int
     train_index: np.ndarray
@@ -100,6 +101,7 @@ class Fold:
     scaled_maps: torch.Tensor = field(repr=False)
     repeat: int = 0
     dataset_fingerprint: str = ""
+    map_source: str = "colorization"
 
 
 def _split_seed(seed, repeat):
@@ -161,7 +163,7 @@ def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER.colorizer_epo
         path = Path(cache_dir) / f"repeat{repeat}_fold{number}.pt" if cache_dir is not None else None
         maps = _saved_maps(path, settings) if path is not None else None
         if maps is None:
-            maps = MAP_SOURCES[map_source](dataset.images, labels, train, epochs=colorizer_epochs,
+            maps = MAP_SOURCES[map_source].fold_maps(dataset.images, labels, train, epochs=colorizer_epochs,
                                            cross_fit_parts=cross_fit_parts, seed=_fold_seed(seed, number, repeat),
                                            device=device)
             if path is not None:
@@ -169,11 +171,11 @@ def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER.colorizer_epo
         maps = maps.to(dataset.images.device)
         scale = map_scale(maps[train.to(maps.device)])
         prepared.append(Fold(number, train_index, test_index, maps, scale, scale_maps(maps, scale), repeat,
-                             dataset_fingerprint))
+                             dataset_fingerprint, map_source))
     return prepared
 
 
-def _check_fold_maps(fold_maps, dataset, folds, repeats):
+def _check_fold_maps(fold_maps, dataset, folds, repeats, map_source="colorization"):
     if not isinstance(fold_maps, (list, tuple)) or not all(isinstance(fold, Fold) for fold in fold_maps):
         raise ValueError("fold_maps must be the list of folds returned by prepare_folds")
     if len(fold_maps) != folds * repeats:
@@ -185,6 +187,9 @@ def _check_fold_maps(fold_maps, dataset, folds, repeats):
     if any(fold.dataset_fingerprint not in ("", dataset_fingerprint) for fold in fold_maps):
         raise ValueError("fold_maps were prepared for another dataset (other images or labels): "
                          "make them with prepare_folds(dataset, ...) for this one")
+    if any(fold.map_source != map_source for fold in fold_maps):
+        raise ValueError(f"fold_maps hold {fold_maps[0].map_source} maps but the protocol's map_source is "
+                         f"{map_source!r}: make them with prepare_folds(..., map_source={map_source!r})")
 
 
 # One variant over every fold ---------------------------------------------------------------------------------
@@ -216,7 +221,7 @@ def cross_validate(variant, dataset, protocol=PAPER, attention_point=None, *, de
         fold_maps = prepare_folds(dataset, protocol.folds, protocol.seed, protocol.colorizer_epochs,
                                   protocol.cross_fit_parts, device, progress, protocol.repeats,
                                   map_source=protocol.map_source)
-    _check_fold_maps(fold_maps, dataset, protocol.folds, protocol.repeats)
+    _check_fold_maps(fold_maps, dataset, protocol.folds, protocol.repeats, protocol.map_source)
 
     result = CrossValidation(variant, protocol.adn, attention_point, params, folds=[])
     description = result.label + (f" at point {attention_point}" if attention_point else "")
@@ -403,7 +408,7 @@ def run_ablation(dataset, protocol=PAPER, *, out_dir=None, device=None, progress
                                   protocol.cross_fit_parts, device, progress, protocol.repeats,
                                   cache_dir=Path(out_dir) / "fold_maps" if out_dir is not None else None,
                                   map_source=protocol.map_source)
-    _check_fold_maps(fold_maps, dataset, protocol.folds, protocol.repeats)
+    _check_fold_maps(fold_maps, dataset, protocol.folds, protocol.repeats, protocol.map_source)
     environment = _environment(device) | ({"resumed_a_run_started": started} if started else {})
     table = AblationTable([map_alone(dataset, fold_maps, protocol.adn)], config, environment, fold_maps)
     options = dict(device=device, fold_maps=fold_maps)

@@ -31,6 +31,7 @@ from scipy import stats
 from lea_tiny.adn import ADN_NAMES
 from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, VARIANTS, check_attention_point
 from lea_tiny.checks import check_int, check_number, is_int
+from lea_tiny.protocol import MAP_SOURCES
 from lea_tiny.train import _write_atomically
 
 METRICS = ("f1", "auroc")
@@ -208,6 +209,10 @@ class AblationTable:
         """(label, point, CrossValidation) for every line of the table, in the order it prints them."""
         lines = []
         for row in self.rows:
+            if row.variant == "map_alone":  # named after the maps the run made
+                source = MAP_SOURCES[self.config.get("map_source", "colorization")]
+                lines.append((f"{source.label} alone (no training)", "", row))
+                continue
             if row.variant not in ATTENTION_VARIANTS:
                 lines.append((row.label, "", row))
                 continue

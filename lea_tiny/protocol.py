@@ -33,6 +33,7 @@ Why TEACHING departs from PAPER:
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Callable
 
 from lea_tiny.adn import ADN_NAMES
 from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, VARIANTS
@@ -41,9 +42,19 @@ from lea_tiny.checks import check_bool, check_int, check_lr, check_seed
 from lea_tiny.colorize import fold_anomaly_maps
 from lea_tiny.train import default_lr
 
-# Where each fold's anomaly maps come from: fold_maps(images, labels, train_index, *, epochs,
-# cross_fit_parts, seed, device) -> (N, H, W), learnt from the fold's training normals only.
-MAP_SOURCES = {"colorization": fold_anomaly_maps, "autoencoder": fold_reconstruction_maps}
+@dataclass(frozen=True)
+class MapSource:
+    """Where each fold's anomaly maps come from, and what a table calls them.
+
+    ``fold_maps(images, labels, train_index, *, epochs, cross_fit_parts, seed, device) -> (N, H, W)``
+    learns from the fold's training normals only (``colorize.fold_anomaly_maps`` is the contract).
+    """
+    label: str
+    fold_maps: Callable
+
+
+MAP_SOURCES = {"colorization": MapSource("Colour anomaly map", fold_anomaly_maps),
+               "autoencoder": MapSource("Reconstruction map", fold_reconstruction_maps)}
 CAAN_TRAINING = ("joint", "frozen", "fine_tune")  # Eq. 1, or two stages (lea_tiny.two_stage.CAAN_MODES)
 
 

@@ -1,5 +1,6 @@
 """Cross-validation and the ablation (lea_tiny.ablation): repeated folds, the map alone, a fair point, Table 3."""
 
+from dataclasses import replace
 import json
 
 import numpy as np
@@ -25,7 +26,7 @@ def _fake_maps(monkeypatch, calls=None):
         maps[~torch.isin(torch.arange(len(images)), train_index)] = 1000.0  # test maps must not move the scale
         return maps
 
-    monkeypatch.setitem(MAP_SOURCES, "colorization", fake_fold_anomaly_maps)
+    monkeypatch.setitem(MAP_SOURCES, "colorization", replace(MAP_SOURCES["colorization"], fold_maps=fake_fold_anomaly_maps))
 
 
 # Folds -------------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """The follow-ups' options as protocol settings: gate, two-stage CAAN, several points, the map source."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -57,7 +59,7 @@ def test_the_map_source_makes_the_folds_maps(dataset, monkeypatch):
         made.append(kwargs["epochs"])
         return fold_reconstruction_maps(*args, **kwargs)
 
-    monkeypatch.setitem(MAP_SOURCES, "autoencoder", counted)
+    monkeypatch.setitem(MAP_SOURCES, "autoencoder", replace(MAP_SOURCES["autoencoder"], fold_maps=counted))
     prepared = prepare_folds(dataset, folds=2, colorizer_epochs=1, progress=False, map_source="autoencoder")
     assert made == [1, 1]
     expected = fold_reconstruction_maps(dataset.images, dataset.labels, torch.from_numpy(prepared[0].train_index),
@@ -109,3 +111,14 @@ def test_the_command_line_refuses_bad_points(points, message, capsys):
     with pytest.raises(SystemExit) as raised:
         build_parser().parse_args(["demo", "--attention-points", points])
     assert raised.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_map_alone_row_is_named_after_the_maps_the_run_made(dataset, folds):
+    reconstruction = prepare_folds(dataset, folds=2, colorizer_epochs=1, progress=False, map_source="autoencoder")
+    with pytest.raises(ValueError, match="fold_maps hold colorization maps but the protocol's map_source is"):
+        run_ablation(dataset, TINY.replace(variants=("baseline",), map_source="autoencoder"), fold_maps=folds)
+    table = run_ablation(dataset, TINY.replace(variants=("baseline",), map_source="autoencoder"),
+                         fold_maps=reconstruction, progress=False)
+    assert table.lines()[0][0] == "Reconstruction map alone (no training)"
+    assert run_ablation(dataset, TINY.replace(variants=("baseline",)), fold_maps=folds,
+                        progress=False).lines()[0][0] == "Colour anomaly map alone (no training)"

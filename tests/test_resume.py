@@ -1,5 +1,6 @@
 """Nothing lost: an ablation saves as it goes, and a killed run resumes to the table an uninterrupted run gives."""
 
+from dataclasses import replace
 import json
 import signal
 import subprocess
@@ -27,14 +28,14 @@ def _counting(monkeypatch, name):
     """Wrap ablation_module.<name> (for "fold_anomaly_maps", the colour map source) so that its calls are counted."""
     calls = []
     colour_maps = name == "fold_anomaly_maps"
-    original = MAP_SOURCES["colorization"] if colour_maps else getattr(ablation_module, name)
+    original = MAP_SOURCES["colorization"].fold_maps if colour_maps else getattr(ablation_module, name)
 
     def counted(*args, **kwargs):
         calls.append(args[0] if args else None)
         return original(*args, **kwargs)
 
     if colour_maps:
-        monkeypatch.setitem(MAP_SOURCES, "colorization", counted)
+        monkeypatch.setitem(MAP_SOURCES, "colorization", replace(MAP_SOURCES["colorization"], fold_maps=counted))
     else:
         monkeypatch.setattr(ablation_module, name, counted)
     return calls
