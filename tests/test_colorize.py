@@ -1,4 +1,5 @@
-"""The colouriser and the colour anomaly map (lea_tiny.colorize), against numpy and skimage."""
+"""The colouriser and the colour anomaly map (lea_tiny.colorize), against numpy and skimage, and the maps
+without leakage, their scale and the image score (lea_tiny.maps), with the colouriser as map source."""
 
 import numpy as np
 import pytest
@@ -7,8 +8,8 @@ from skimage import color
 from torch import nn
 
 import lea_tiny.colorize as colorize_module
-from lea_tiny.colorize import (UNet, anomaly_map, colorize, cross_fitted_maps, fancy_pca, fold_anomaly_maps,
-                               image_score, map_scale, scale_maps, train_colorizer)
+from lea_tiny.colorize import UNet, anomaly_map, colorize, fancy_pca, train_colorizer
+from lea_tiny.maps import cross_fitted_maps, fold_anomaly_maps, image_score, map_scale, scale_maps
 
 
 def _images(count, size, seed=0, low=0.0, high=1.0):
