@@ -1,7 +1,8 @@
 """lea_tiny: a small, readable LEA-Net (Katafuchi & Tokunaga, arXiv 2109.05493).
 
 Each concept lives in one module: ``ciede`` (colour science), ``data``, ``colorize``
-(the U-Net and the colour anomaly map), ``attention``, ``caan``, ``adn``, ``train`` (one model),
+(the U-Net and the colour anomaly map), ``maps`` (maps without leakage, their scale, the image
+score), ``attention``, ``caan``, ``adn``, ``train`` (one model),
 ``ablation`` (repeated cross-validation, Table 3) and ``compare`` (paired differences with intervals);
 from the follow-ups by the same group, ``autoencoder`` (maps from reconstruction) and ``two_stage``
 (the CAAN trained first).

@@ -20,9 +20,8 @@ import sys
 from pathlib import Path
 
 import torch
-from matplotlib.figure import Figure
 
-from lea_tiny import get_device, relatives
+from lea_tiny import get_device, plots, relatives
 from lea_tiny.ablation import run_ablation
 from lea_tiny.adn import ADN_NAMES
 from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS
@@ -33,7 +32,6 @@ from lea_tiny.embedded import EMBEDDED_DATASETS
 from lea_tiny.compare import point_text
 from lea_tiny.protocol import CAAN_TRAINING, MAP_SOURCES, PAPER, PAPER_DATA, TEACHING, TEACHING_DATA
 from lea_tiny.train import save_checkpoint
-
 
 
 def _defaults(protocol, data, out):
@@ -256,51 +254,23 @@ def _load_data(args, defaults):
     return load_folder(args.data, image_size=args.image_size, normal_classes=args.normal_classes)
 
 
-# The demo's figures ---------------------------------------------------------------------------------------
-def _show(axis, image, title, **kwargs):
-    axis.imshow(image, **kwargs)
-    axis.set_title(title, fontsize=8)
-    axis.axis("off")
-
-
+# The demo's figures (drawn by lea_tiny.plots) ----------------------------------------------------------
 def plot_maps(dataset, fold, path, per_class=4):
-    """Test images of one fold with their scaled colour anomaly maps (and true masks, where known)."""
+    """The first ``per_class`` normal and anomalous test images of one fold over their scaled maps."""
     test = torch.from_numpy(fold.test_index)
     chosen = torch.cat([test[dataset.labels[test] == label][:per_class] for label in (0, 1)])
-    rows = 3 if dataset.masks is not None else 2
-    figure = Figure(figsize=(1.6 * len(chosen), 1.7 * rows), layout="constrained")
-    axes = figure.subplots(rows, len(chosen), squeeze=False)
-    for column, index in enumerate(chosen.tolist()):
-        kind = "anomalous" if dataset.labels[index] == 1 else "normal"
-        _show(axes[0, column], dataset.images[index].permute(1, 2, 0).numpy(), kind)
-        _show(axes[1, column], fold.scaled_maps[index, 0].numpy(), "anomaly map", cmap="inferno", vmin=0, vmax=1)
-        if dataset.masks is not None:
-            _show(axes[2, column], dataset.masks[index].numpy(), "true anomaly", cmap="gray", vmin=0, vmax=1)
-    figure.suptitle(f"Colour anomaly maps of fold {fold.number}'s test images (scale {fold.scale:.1f} CIEDE2000 = 1)",
-                    fontsize=9)
-    figure.savefig(path, dpi=120)
+    title = f"Colour anomaly maps of fold {fold.number}'s test images (scale {fold.scale:.1f} CIEDE2000 = 1)"
+    plots.maps_figure(dataset, fold.scaled_maps, chosen.tolist(), title).savefig(path, dpi=120)
 
 
 def plot_attention(model, dataset, fold, path):
-    """For one anomalous test image: its map, the attention map M and the ADN's features before/after Eq. 3."""
+    """The first anomalous test image of one fold: what the model's attention does there, a row per point."""
     test = torch.from_numpy(fold.test_index)
-    index = test[dataset.labels[test] == 1][0].item()
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        _, _, features = model(dataset.images[index:index + 1].to(device), fold.scaled_maps[index:index + 1].to(device),
-                               return_features=True)
-    point = model.attention_point
-    before = features["before"][0].float().mean(0).cpu().numpy()
-    after = features["points"][point - 1][0].float().mean(0).cpu().numpy()
-    figure = Figure(figsize=(8, 2), layout="constrained")
-    axes = figure.subplots(1, 5)
-    _show(axes[0], dataset.images[index].permute(1, 2, 0).numpy(), "anomalous test image")
-    _show(axes[1], fold.scaled_maps[index, 0].numpy(), "anomaly map", cmap="inferno", vmin=0, vmax=1)
-    _show(axes[2], features["attention"][0, 0].float().cpu().numpy(), f"attention M (point {point})", cmap="inferno")
-    low, high = min(before.min(), after.min()), max(before.max(), after.max())
-    _show(axes[3], before, "ADN features before\n(channel mean)", cmap="viridis", vmin=low, vmax=high)
-    _show(axes[4], after, "after (1 + M) * f\n(channel mean)", cmap="viridis", vmin=low, vmax=high)
-    figure.savefig(path, dpi=120)
+    index = test[dataset.labels[test] == 1][:1]
+    image, scaled_map = dataset.subset(index), fold.scaled_maps[index]
+    views = plots.attention_views(model, image.images, scaled_map)
+    title = f"{model.variant}, fold {fold.number}'s first anomalous test image ({index.item()})"
+    plots.attention_figure(image, scaled_map, views, [0], title).savefig(path, dpi=120)
 
 
 def _figure_variant(args):

@@ -27,7 +27,7 @@ Read top to bottom:
 
 Where lea_tiny departs from the paper: folds are seeded (the released code's are not reproducible);
 inside each fold the colouriser learns from that fold's training normals only and the training
-normals get cross-fitted maps (``lea_tiny.colorize.fold_anomaly_maps``); standard deviations over
+normals get cross-fitted maps (``lea_tiny.maps.fold_anomaly_maps``); standard deviations over
 folds are the population ones (``numpy.std``; the paper does not say).
 """
 
@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from lea_tiny import get_device, seed_everything
 from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, make_model
 from lea_tiny.checks import check_bool, check_both_classes, check_images, check_int, check_labels, fewest_to_split
-from lea_tiny.colorize import fewest_normals_to_cross_fit, image_score, map_scale, scale_maps
+from lea_tiny.maps import fewest_normals_to_cross_fit, image_score, map_scale, scale_maps
 from lea_tiny.adn import ADN_NAMES
 from lea_tiny.compare import AblationTable, CrossValidation, load_results, point_text
 from lea_tiny.protocol import MAP_SOURCES, PAPER

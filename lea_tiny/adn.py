@@ -64,8 +64,8 @@ class BasicBlock(nn.Module):
         )
         self.shortcut = shortcut(in_channels, out_channels, stride)
 
-    def forward(self, x):
-        return torch.relu(self.residual(x) + self.shortcut(x))
+    def forward(self, x):  # (N, in_channels, h, w)
+        return torch.relu(self.residual(x) + self.shortcut(x))  # (N, out_channels, h / stride, w / stride)
 
 
 class Bottleneck(nn.Module):
@@ -84,8 +84,8 @@ class Bottleneck(nn.Module):
         )
         self.shortcut = shortcut(in_channels, out_channels, stride)
 
-    def forward(self, x):
-        return torch.relu(self.residual(x) + self.shortcut(x))
+    def forward(self, x):  # (N, in_channels, h, w)
+        return torch.relu(self.residual(x) + self.shortcut(x))  # (N, 4 * channels, h / stride, w / stride)
 
 
 def shortcut(in_channels, out_channels, stride):
@@ -115,12 +115,12 @@ class FivePointNet(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(self, x):
+    def forward(self, x):  # (N, C_in, S, S)
         points = []
         for block in self.blocks:
-            x = block(x)
+            x = block(x)  # block p: (N, C_p, S / 2**p, S / 2**p)
             points.append(x)
-        return self.head(x).squeeze(1), points
+        return self.head(x).squeeze(1), points  # (N,), five (N, C_p, S / 2**p, S / 2**p)
 
 
 def resnet(block, depths, in_channels):

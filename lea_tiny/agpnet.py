@@ -43,7 +43,8 @@ from torch import nn
 
 from lea_tiny import autocast, check_int, get_device, seed_everything
 from lea_tiny.attention import attention_map
-from lea_tiny.colorize import anomaly_map, image_score, map_scale, scale_maps, train_colorizer
+from lea_tiny.colorize import anomaly_map, train_colorizer
+from lea_tiny.maps import image_score, map_scale, scale_maps
 from lea_tiny.detector import check_same_size, check_square, check_training_labels, in_batches, on_device, train_batches
 from lea_tiny.checks import check_lr
 
@@ -75,9 +76,9 @@ class Features(nn.Module):
         self.register_buffer("mean", features.mean(dim=(0, 2, 3), keepdim=True))
         self.register_buffer("std", features.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-6))
 
-    def forward(self, images):
+    def forward(self, images):  # (N, 3, S, S)
         with torch.no_grad():
-            return (self.encoder(images) - self.mean) / self.std
+            return (self.encoder(images) - self.mean) / self.std  # (N, FEATURE_CHANNELS, S/4, S/4)
 
 
 # The reconstruction branch ---------------------------------------------------------------------------------------
@@ -92,8 +93,8 @@ class Reconstructor(nn.Module):
             nn.ConvTranspose2d(128, channels, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
             nn.Conv2d(channels, channels, 3, padding=1))
 
-    def forward(self, features):
-        return self.body(features)
+    def forward(self, features):  # (N, channels, h, w), h and w even
+        return self.body(features)  # (N, channels, h, w), through (N, 128, h/2, w/2)
 
 
 # The auxiliary branch: where the noise goes -------------------------------------------------------------------------

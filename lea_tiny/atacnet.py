@@ -80,9 +80,9 @@ def attention_crop(images, attention, threshold=CROP_THRESHOLD):
 
 def _two_looks(model, images):
     """(scores of the images, scores of their zoomed crops, the saliency the crops were cut by)."""
-    scores, points = model(images)
-    attention = saliency(scores.float(), points, images.shape[-2:]).detach()
-    return scores.float(), model(attention_crop(images, attention))[0].float(), attention
+    scores, points = model(images)  # (N,), five (N, C_p, S / 2**p, S / 2**p)
+    attention = saliency(scores.float(), points, images.shape[-2:]).detach()  # (N, S, S)
+    return scores.float(), model(attention_crop(images, attention))[0].float(), attention  # (N,), (N,), (N, S, S)
 
 
 @dataclass

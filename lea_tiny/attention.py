@@ -157,25 +157,25 @@ class AnomalyDetector(nn.Module):
         For a model of one point (an int) these two are tensors (None without attention); for a model
         built with a tuple of points they are dicts {point: tensor}.
         """
-        self._check_inputs(rgb, anomaly_map)
+        self._check_inputs(rgb, anomaly_map)  # rgb (N, 3, S, S), anomaly_map (N, 1, S, S)
         caan_logit = caan_points = None
         if self.caan is not None:
-            caan_logit, caan_points = self.caan(anomaly_map)
+            caan_logit, caan_points = self.caan(anomaly_map)  # (N,), five g_p (N, C'_p, S / 2**p, S / 2**p)
 
-        x = self.declaration.adn_input(rgb, anomaly_map)
+        x = self.declaration.adn_input(rgb, anomaly_map)  # (N, input_channels, S, S)
         points, before, attention = [], {}, {}
         for point, block in enumerate(self.adn.blocks, start=1):
-            x = block(x)
+            x = block(x)  # f_p: (N, C_p, S / 2**p, S / 2**p)
             if point in self.attention_points:
                 if caan_points is not None:
-                    attention[point] = attention_map(caan_points[point - 1])
+                    attention[point] = attention_map(caan_points[point - 1])  # M_p: (N, 1, S / 2**p, S / 2**p)
                 else:
                     # Direct Attention: the map, averaged down to this point's size, stands in for
                     # CAAN's features; with one channel, Eq. 2's channel mean is the map itself.
                     attention[point] = attention_map(F.interpolate(anomaly_map, size=x.shape[-2:], mode="area"))
                 before[point], x = x, apply_attention(x, attention[point], self._gate_at(point))
             points.append(x)
-        adn_logit = self.adn.head(x).squeeze(1)
+        adn_logit = self.adn.head(x).squeeze(1)  # (N,)
         if not return_features:
             return adn_logit, caan_logit
         if not isinstance(self.attention_point, tuple):
@@ -226,7 +226,7 @@ class AnomalyDetector(nn.Module):
         # checked its data once, and a pass over every batch would cost a device sync per step.
         if not self.training:
             check_unit_range(rgb, "rgb")
-            check_unit_range(anomaly_map, "anomaly_map", fix="scale it with lea_tiny.colorize.scale_maps")
+            check_unit_range(anomaly_map, "anomaly_map", fix="scale it with lea_tiny.maps.scale_maps")
 
 
 def check_attention_point(variant, attention_point):
@@ -249,7 +249,7 @@ def make_model(variant, adn="resnet18", attention_point=None, image_size=256, ga
     """One row of Table 3: ``model(rgb, anomaly_map) -> (adn_logit, caan_logit or None)``.
 
     ``rgb`` is (N, 3, S, S) and ``anomaly_map`` (N, 1, S, S), already scaled for the networks
-    (``colorize.scale_maps``), both float32 in [0, 1]; the values are checked in eval mode.
+    (``maps.scale_maps``), both float32 in [0, 1]; the values are checked in eval mode.
     ``attention_point`` (1..5) is required by the attention variants and refused by the others; a
     tuple such as (1, 3) applies attention at each of its points (kept sorted). ``gate=True`` gives
     each point a learnable w_p starting at 0, f' = f + w_p * M_p * f, instead of Eq. 3's (1 + M) f.

@@ -17,7 +17,7 @@ Read top to bottom:
     Autoencoder                 four stride-2 stages down, four up, no skip connections
     train_autoencoder           L1 reconstruction of normal images, Adam, optionally denoising
     reconstruction_map          the map above, (N, H, W)
-    fold_reconstruction_maps    one fold's maps without leakage, as ``colorize.fold_anomaly_maps``
+    fold_reconstruction_maps    one fold's maps without leakage, as ``maps.fold_anomaly_maps``
 
 What lea_tiny chooses (the follow-ups do not describe their autoencoder):
 - The stages are the colouriser's U-Net stages (``colorize.py``), four of them (64 px -> 4 x 4), with
@@ -30,7 +30,7 @@ What lea_tiny chooses (the follow-ups do not describe their autoencoder):
   colour (zero last-layer weights, that colour as the bias), so a short run learns what varies.
 - ``noise > 0`` trains a denoising autoencoder (Vincent et al. 2008): Gaussian noise of that
   standard deviation on the input, the clean image as the target. Maps are made without noise.
-- The map is in RGB units (0..1), not CIEDE2000; ``colorize.map_scale`` / ``scale_maps`` scale it
+- The map is in RGB units (0..1), not CIEDE2000; ``maps.map_scale`` / ``scale_maps`` scale it
   for the networks all the same, since they only measure a percentile of the training maps.
 """
 
@@ -41,7 +41,8 @@ from tqdm.auto import tqdm
 
 from lea_tiny import autocast, get_device, seed_everything, to_device
 from lea_tiny.checks import check_images, check_int, check_number, check_trained_network
-from lea_tiny.colorize import _down, _up, fold_anomaly_maps
+from lea_tiny.colorize import _down, _up
+from lea_tiny.maps import fold_anomaly_maps
 
 WIDTHS = (32, 64, 128, 256)  # channels after each stride-2 stage of the encoder
 
@@ -71,7 +72,8 @@ class Autoencoder(nn.Module):
         if rgb.ndim != 4 or tuple(rgb.shape[1:]) != expected:
             raise ValueError(f"Autoencoder({self.image_size}) expects RGB of shape (N, 3, {self.image_size}, "
                              f"{self.image_size}), got {tuple(rgb.shape)}")
-        return torch.sigmoid(self.head(self.decoder(self.encoder(rgb))))
+        middle = self.encoder(rgb)  # (N, 256, S/16, S/16)
+        return torch.sigmoid(self.head(self.decoder(middle)))  # decoder: (N, 32, S/2, S/2); head: (N, 3, S, S)
 
 
 def _reconstruction(model, rgb):
@@ -163,7 +165,7 @@ def fold_reconstruction_maps(images, labels, train_index, *, epochs, cross_fit_p
                              progress=False, **autoencoder_kwargs):
     """Reconstruction maps for all N ``images`` of one fold, without leakage: (N, H, W) float32.
 
-    The contract of ``colorize.fold_anomaly_maps``, with autoencoders for colourisers: they learn from
+    The contract of ``maps.fold_anomaly_maps``, with autoencoders for colourisers: they learn from
     the fold's training normals only; those normals get cross-fitted maps (``cross_fit_parts`` parts), every
     other image a map from one autoencoder on all of them. Extra keyword arguments (``batch_size``,
     ``lr``, ``noise``) go to ``train_autoencoder``.

@@ -42,7 +42,7 @@ import torch
 from lea_tiny.ablation import _environment as environment, cross_validate, prepare_folds
 from lea_tiny.attention import VARIANTS
 from lea_tiny.checks import check_bool
-from lea_tiny.colorize import image_score
+from lea_tiny.maps import image_score
 from lea_tiny.compare import paired_difference
 from lea_tiny.data import make_dataset
 from lea_tiny.detector import MethodCrossValidation, load_comparison, save_comparison

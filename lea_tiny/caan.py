@@ -78,8 +78,8 @@ class SqueezeExcite(nn.Module):
             nn.Conv2d(squeezed, channels, 1), nn.Hardsigmoid(inplace=True),
         )
 
-    def forward(self, x):
-        return x * self.gate(x)
+    def forward(self, x):  # (N, C, h, w)
+        return x * self.gate(x)  # (N, C, h, w) * (N, C, 1, 1): one weight per channel
 
 
 class InvertedResidual(nn.Module):
@@ -101,8 +101,8 @@ class InvertedResidual(nn.Module):
         self.body = nn.Sequential(*layers)
         self.use_residual = stride == 1 and in_channels == out_channels
 
-    def forward(self, x):
-        return x + self.body(x) if self.use_residual else self.body(x)
+    def forward(self, x):  # (N, in_channels, h, w)
+        return x + self.body(x) if self.use_residual else self.body(x)  # (N, out_channels, h / stride, w / stride)
 
 
 # MobileNetV3-Small (Howard et al. 2019, Table 2), grouped by attention point (Table 1 of LEA-Net):

@@ -33,7 +33,7 @@ Where lea_tiny departs from the paper (no code was released; unknown details are
 - **A sigmoid can be inflated.** L_ae is 0 when A = 1 everywhere, and larger features make the
   sigmoid saturate; the small weight 0.01 (the paper's) keeps that in check, it does not forbid it.
 - Reconstruction: mean squared error; KL divergence per latent element, weight ``kl_weight``. The image
-  score is the mean of the hottest 1 % of the per-pixel squared error (``colorize.image_score``).
+  score is the mean of the hottest 1 % of the per-pixel squared error (``maps.image_score``).
 - Weakly supervised: the reconstruction and KL terms see the normal images only (the VAE is a model of
   normality), the classifier's cross-entropy sees all of them.
 """
@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lea_tiny import autocast, check_int, get_device, seed_everything
-from lea_tiny.colorize import image_score
+from lea_tiny.maps import image_score
 from lea_tiny.detector import (check_same_size, check_square, check_training_labels, grad_cam, in_batches, on_device,
                                train_batches)
 from lea_tiny.checks import check_bool, check_lr
@@ -106,12 +106,13 @@ class CAVGA(nn.Module):
                                      nn.ConvTranspose2d(64, 3, 4, 2, 1), nn.Sigmoid())
         self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(latent_channels, 2))
 
-    def forward(self, images):
-        features = self.features(images)
-        hidden = self.to_latent(features)
-        mean, log_variance = self.mean(hidden), self.log_variance(hidden)
+    def forward(self, images):  # (N, 3, S, S)
+        features = self.features(images)  # (N, 64, S/4, S/4)
+        hidden = self.to_latent(features)  # (N, 128, S/8, S/8)
+        mean, log_variance = self.mean(hidden), self.log_variance(hidden)  # each (N, latent_channels, S/8, S/8)
         # Reparameterisation: z = mean + sigma * eps while training; the mean itself at test time.
         z = mean + torch.randn_like(mean) * (0.5 * log_variance).exp() if self.training else mean
+        # reconstruction (N, 3, S, S), ..., logits (N, 2)
         return self.decoder(z), mean, log_variance, z, features, self.classifier(z)
 
     @staticmethod

@@ -221,7 +221,7 @@ def check_model_inputs(model, images, anomaly_maps, labels):
     if not isinstance(anomaly_maps, torch.Tensor) or tuple(anomaly_maps.shape) != expected:
         shape = tuple(anomaly_maps.shape) if isinstance(anomaly_maps, torch.Tensor) else type(anomaly_maps).__name__
         raise ValueError(f"anomaly_maps must have shape {expected} to match images, got {shape}")
-    check_images(anomaly_maps, "anomaly_maps", channels=1, fix="scale them with lea_tiny.colorize.scale_maps")
+    check_images(anomaly_maps, "anomaly_maps", channels=1, fix="scale them with lea_tiny.maps.scale_maps")
     return check_labels(labels, images.shape[0])
 
 

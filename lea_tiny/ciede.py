@@ -258,6 +258,8 @@ def _chroma_weight(chroma):
 
 def _ciede2000_planes(lab1, lab2, kL, kC, kH):
     """lab1, lab2: (B, 3, P) -> (B, P); the body of ``ciede2000``."""
+    # Longer than lea_tiny's other functions on purpose: it is Sharma et al.'s Eqs. 2-22 in their
+    # order, one block per group of equations, so that it reads beside the paper.
     L1, a1, b1 = lab1.unbind(1)
     L2, a2, b2 = lab2.unbind(1)
 

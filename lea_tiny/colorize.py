@@ -18,11 +18,8 @@ Read top to bottom:
     train_colorizer     MSE on scaled a*b*, Adam(1e-3, betas 0.9/0.999), early stopping
     colorize            the input's L* with predicted a*b*, as RGB
     anomaly_map         CIEDE2000(input, re-colouring) on true L*a*b*
-    cross_fitted_maps   maps of normal images from colourisers (or other models) that never saw them
-    fold_anomaly_maps   maps for one cross-validation fold, without leakage
-    map_scale           one dataset-level scale, measured on training maps
-    scale_maps          the map as the networks downstream read it
-    image_score         one score per image: the mean of its map's hottest 1 %
+Which colouriser maps which image without leakage, and how maps are scaled for the networks, is
+``lea_tiny.maps``: it holds for any map source, not only for colour.
 
 Where lea_tiny departs from the released code (docs/released_code.md describes it):
 - The map is CIEDE2000 on true L*a*b*. The released code converts its (already L*a*b*) arrays
@@ -35,16 +32,6 @@ Where lea_tiny departs from the released code (docs/released_code.md describes i
   epochs find that colour anyway; the few epochs of a teaching run would spend themselves on it.
 - No dropout in the decoder: Table 9 lists none. (The released code puts dropout 0.5 on the
   first three decoder stages, pix2pix's noise source for its GAN; this colouriser has no GAN.)
-- Training normals never get their map from the colouriser that learnt them. In the released code
-  a fold's training normals were the colouriser's own training set, so their maps were smaller than
-  those of unseen normals: a shift between training and test maps that the classifier can learn.
-  ``fold_anomaly_maps`` cross-fits the training normals instead.
-- Maps are divided by one dataset-level scale, the 99th percentile of all training-map pixels,
-  and clipped to [0, 1]. The released code divides each map by its own maximum, which stretches
-  the faint noise of a clean image to full scale: a clean image looks as hot as a lesion.
-  The 99th percentile is a scale that a handful of extreme pixels cannot move, and it lies
-  near the top of what normal images show, so clean pixels stay low and lesion pixels saturate.
-  The range [0, 1] is the one the released code feeds its networks (CAAN, Direct Attention).
 """
 
 import itertools
@@ -56,16 +43,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lea_tiny import autocast, get_device, seed_everything, to_device
-from lea_tiny.checks import (check_images, check_indices, check_int, check_labels, check_maps, check_number,
-                             check_seed, check_trained_network, fewest_to_split)
+from lea_tiny.checks import check_images, check_int, check_number, check_seed, check_trained_network
 from lea_tiny.ciede import _rgb_to_lab, ciede2000, lab_to_rgb, rgb_to_lab
 
 L_SCALE = 100.0
 AB_OFFSET = 128.0
 AB_SCALE = 255.0
 FANCY_PCA_ALPHA = 0.08  # the released code's value (Krizhevsky et al. used 0.1)
-MAP_PERCENTILE = 99.0
-IMAGE_SCORE_TOP = 0.01  # the hottest 1 % of a map's pixels
 VAL_FRACTION = 0.2  # of the normal images, held out to stop a colouriser's training early
 
 
@@ -151,14 +135,14 @@ class UNet(nn.Module):
             raise ValueError(f"UNet({self.image_size}) expects scaled L* of shape (N, {expected[0]}, "
                              f"{expected[1]}, {expected[2]}), got {tuple(lightness.shape)}")
         skips = []
-        x = lightness
+        x = lightness  # (N, 1, S, S)
         for stage in self.encoder:
-            x = stage(x)
+            x = stage(x)  # stage i: (N, widths[i], S / 2**(i+1), S / 2**(i+1)), down to (N, 512, 1, 1)
             skips.append(x)
         skips.pop()  # the 1x1 bottleneck is x itself
         for stage in self.decoder:
-            x = torch.cat([skips.pop(), stage(x)], dim=1)
-        return torch.sigmoid(self.head(x))
+            x = torch.cat([skips.pop(), stage(x)], dim=1)  # up to stage i's size, (N, 2 * widths[i], ...)
+        return torch.sigmoid(self.head(x))  # (N, 2, S, S)
 
 
 # Between L*a*b* and what the U-Net reads and writes --------------------------------------------
@@ -202,6 +186,12 @@ def _validation_count(count, val_fraction):
     return max(1, round(val_fraction * count)) if val_fraction > 0 else 0
 
 
+def fewest_normals_to_train(val_fraction=VAL_FRACTION):
+    """The fewest normal images ``train_colorizer`` accepts: 2 to train on (BatchNorm) besides those it
+    holds out (``val_fraction``), so 3 by default."""
+    return next(count for count in itertools.count(2) if count - _validation_count(count, val_fraction) >= 2)
+
+
 def _check_colorizer_training(normal_images, epochs, batch_size, lr, val_fraction, patience, seed):
     """train_colorizer's arguments checked before any training; returns how many images it validates on."""
     check_images(normal_images, "normal_images")
@@ -237,6 +227,13 @@ def _train_one_epoch(unet, optimizer, train_images, batch_size, generator):
         total += loss.detach() * len(batch)
         seen += len(batch)
     return total.item() / seen
+
+
+def _validation_loss(unet, val_lab, batch_size):
+    """The mean loss on the held-out images, in eval mode: what early stopping watches."""
+    unet.eval()
+    with torch.no_grad():
+        return sum(_chroma_loss(unet, lab) * len(lab) for lab in val_lab.split(batch_size)).item() / len(val_lab)
 
 
 def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=VAL_FRACTION, patience=10,
@@ -280,10 +277,7 @@ def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=
         history["train_loss"].append(_train_one_epoch(unet, optimizer, train_images, batch_size, generator))
 
         if val_count:
-            unet.eval()
-            with torch.no_grad():
-                val_loss = sum(_chroma_loss(unet, lab) * len(lab) for lab in val_lab.split(batch_size))
-            history["val_loss"].append(val_loss.item() / val_count)
+            history["val_loss"].append(_validation_loss(unet, val_lab, batch_size))
         watched = history["val_loss"][-1] if val_count else history["train_loss"][-1]
         if watched < best_loss:
             best_loss, stale, history["best_epoch"] = watched, 0, epoch
@@ -340,141 +334,3 @@ def anomaly_map(unet, rgb, batch_size=64):
     _check_recoloring(unet, rgb, batch_size)
     with torch.no_grad():  # as in colorize: maps /= scale works
         return torch.cat([ciede2000(lab, recolored) for lab, recolored in _lab_pairs(unet, rgb, batch_size)]).to(rgb.device)
-
-
-# Maps without leakage ----------------------------------------------------------------------------
-def fewest_normals_to_cross_fit(k, val_fraction=VAL_FRACTION):
-    """The fewest normal images that ``cross_fitted_maps`` can split into ``k`` parts.
-
-    The colouriser of each part learns from the other parts, and ``train_colorizer`` needs 2 images
-    to train on (BatchNorm) besides those it holds out (``val_fraction``): 3 by default.
-    """
-    fewest_to_train = next(count for count in itertools.count(2)
-                           if count - _validation_count(count, val_fraction) >= 2)
-    return fewest_to_split(k, fewest_to_train)
-
-
-def _check_cross_fit(what, count, k_name, k, trainer, trainer_kwargs):
-    # the colouriser holds some of its images out for early stopping; another map source may not
-    val_fraction = trainer_kwargs.get("val_fraction", VAL_FRACTION if trainer is None else 0)
-    needed = fewest_normals_to_cross_fit(k, val_fraction)
-    if count < needed:
-        raise ValueError(f"cannot split {what} into {k_name}={k} parts: at least {needed} are needed, since each "
-                         f"part's model learns from the other parts and needs 2 images to train on besides "
-                         f"those it validates on; lower {k_name} or add normal images")
-
-
-# Nothing below is particular to colour. A map source is a pair: ``trainer(normal_images, epochs,
-# seed=, device=, progress=, **options) -> model`` and ``make_map(model, images) -> (N, H, W)``.
-# None stands for the colouriser's pair; ``lea_tiny.autoencoder`` passes its own.
-def _map_source(trainer, make_map):
-    return trainer or train_colorizer, make_map or anomaly_map
-
-
-def cross_fitted_maps(normal_images, k, *, epochs, seed=0, device=None, progress=False, trainer=None, make_map=None,
-                      **trainer_kwargs):
-    """Maps of normal images, each from a model that never saw it: (N, H, W) on the images' device.
-
-    The images are split at random into ``k`` parts; part j's maps come from a model trained
-    (``trainer(..., seed=seed + 1 + j)``; None: ``train_colorizer``, mapped by ``anomaly_map``) on the
-    other k - 1 parts. So they look like the maps of unseen normal images, at the cost of k trainings
-    on (k-1)/k of the data. Each model needs a few images of its own, so k parts need
-    ``fewest_normals_to_cross_fit(k)`` images or more.
-    """
-    check_images(normal_images, "normal_images")
-    check_int(k, "k", 2)
-    check_seed(seed, more=k)
-    _check_cross_fit(f"{normal_images.shape[0]} normal images", normal_images.shape[0], "k", k, trainer,
-                     trainer_kwargs)
-    trainer, make_map = _map_source(trainer, make_map)
-    order = torch.randperm(normal_images.shape[0], generator=torch.Generator().manual_seed(seed))
-    maps = torch.empty(normal_images.shape[0], *normal_images.shape[2:], device=normal_images.device)
-    for part, held_out in enumerate(torch.tensor_split(order, k)):
-        learnt = order[~torch.isin(order, held_out)]
-        model = trainer(normal_images[learnt], epochs, seed=seed + 1 + part, device=device, progress=progress,
-                        **trainer_kwargs)
-        maps[held_out] = make_map(model, normal_images[held_out])
-    return maps
-
-
-def fold_anomaly_maps(images, labels, train_index, *, epochs, cross_fit_parts=2, seed=0, device=None, progress=False,
-                      trainer=None, make_map=None, **trainer_kwargs):
-    """Anomaly maps for all N ``images`` of one cross-validation fold, without leakage.
-
-    The models (colourisers by default, or what ``trainer`` makes) learn from the fold's training
-    normals only (``labels == 0`` within ``train_index``). Those training normals get cross-fitted
-    maps (``cross_fitted_maps`` with k = ``cross_fit_parts``); every other image (training anomalies, all
-    test images) gets its map from one model trained on all the training normals (``seed``). Extra
-    keyword arguments go to ``trainer``. Returns (N, H, W) float32 on the images' device.
-    """
-    check_images(images, "images")
-    check_int(cross_fit_parts, "cross_fit_parts", 2)
-    check_seed(seed, more=cross_fit_parts)
-    labels = check_labels(labels, images.shape[0]).to(images.device)
-    train_index = check_indices(train_index, images.shape[0], "train_index").to(images.device)
-    train_normals = train_index[labels[train_index] == 0]
-    if train_normals.numel() == 0:
-        raise ValueError("the training part of the fold holds no normal images to learn the maps from")
-    _check_cross_fit(f"the fold's {train_normals.numel()} training normal images", train_normals.numel(),
-                     "cross_fit_parts", cross_fit_parts, trainer, trainer_kwargs)
-
-    others = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
-    others[train_normals] = False
-    maps = torch.empty(images.shape[0], *images.shape[2:], device=images.device)
-    maps[train_normals] = cross_fitted_maps(images[train_normals], cross_fit_parts, epochs=epochs, seed=seed,
-                                            device=device, progress=progress, trainer=trainer, make_map=make_map,
-                                            **trainer_kwargs)
-    if others.any():
-        trainer, make_map = _map_source(trainer, make_map)
-        model = trainer(images[train_normals], epochs, seed=seed, device=device, progress=progress, **trainer_kwargs)
-        maps[others] = make_map(model, images[others])
-    return maps
-
-
-# Map scaling: what the networks downstream read ----------------------------------------------------
-def map_scale(maps, percentile=MAP_PERCENTILE):
-    """One scale for a whole dataset: the ``percentile`` (default 99th) of all pixels of TRAINING maps.
-
-    Pass the maps of the training images only (normal and anomalous), so that nothing about the test
-    images leaks into the scale. Nearest-rank percentile, computed in torch on the maps' device.
-    """
-    check_maps(maps)
-    check_number(percentile, "percentile", above=0, at_most=100)
-    pixels = maps.reshape(-1).float()
-    rank = max(1, -(-pixels.numel() * percentile // 100))  # ceil without float rounding of large counts
-    scale = pixels.kthvalue(int(rank)).values.item()
-    if scale <= 0:
-        raise ValueError(f"the {percentile}th percentile of the maps is 0: the training maps are (almost) all zero")
-    return scale
-
-
-def scale_maps(maps, scale):
-    """The map as CAAN and the ADN read it: (N, 1, H, W) float32, ``maps / scale`` clipped to [0, 1]."""
-    check_maps(maps)
-    check_number(scale, "scale (from map_scale)", above=0)
-    return (maps.float() / scale).clamp(0.0, 1.0).unsqueeze(1)
-
-
-# The map as a detector on its own ---------------------------------------------------------------
-def image_score(anomaly_maps, top=IMAGE_SCORE_TOP):
-    """One anomaly score per image: the mean of the hottest ``top`` fraction of its map's pixels.
-
-    A lesion covers a small part of an image: the mean of the whole map dilutes it in the healthy
-    rest, and the hottest pixel alone follows whatever single pixel the colouriser got most wrong.
-    The mean of the hottest ``max(1, round(top * H * W))`` pixels (1 % by default) lies between the
-    two. This is the score tutorial 04 ranks images by, with no network trained on labels.
-
-    anomaly_maps: (N, H, W) or (N, 1, H, W), finite and >= 0: raw CIEDE2000 maps (``anomaly_map``)
-    or scaled ones (``scale_maps``). top: a fraction in (0, 1]. Returns (N,) float32 on the maps'
-    device.
-    """
-    is_tensor = isinstance(anomaly_maps, torch.Tensor)
-    if not is_tensor or not (anomaly_maps.ndim == 3 or (anomaly_maps.ndim == 4 and anomaly_maps.shape[1] == 1)):
-        got = tuple(anomaly_maps.shape) if is_tensor else type(anomaly_maps).__name__
-        raise ValueError(f"anomaly_maps must be a torch.Tensor of shape (N, H, W) or (N, 1, H, W), got {got}")
-    maps = anomaly_maps.reshape(anomaly_maps.shape[0], *anomaly_maps.shape[-2:])
-    check_maps(maps, "anomaly_maps")
-    check_number(top, "top (a fraction of each map's pixels)", above=0, at_most=1)
-    pixels = maps.flatten(1).float()
-    hottest = max(1, round(pixels.shape[1] * top))
-    return pixels.topk(hottest, dim=1).values.mean(dim=1)

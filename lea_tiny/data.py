@@ -337,19 +337,22 @@ def load_folder(root, image_size=256, normal_classes=None):
     if said:
         warnings.warn(f"load_folder converted {' and '.join(said)} to RGB in {root}", stacklevel=2)
 
-    masks = None
-    if layout == "MVTec AD":
-        mask_paths = [root / "ground_truth" / defect / f"{path.stem}_mask.png" for path, defect in anomalous]
-        missing = [path for path in mask_paths if not path.is_file()]
-        if not missing:
-            masks = torch.cat([torch.zeros(len(normal), image_size, image_size, dtype=torch.bool),
-                               torch.stack([_read_mask(path, image_size) for path in mask_paths])])
-        elif len(missing) < len(mask_paths):
-            warnings.warn(f"{len(missing)} of {len(mask_paths)} anomalous images in {root} have no mask file "
-                          f"(e.g. {missing[0]}); masks set to None", stacklevel=2)
     return AnomalyDataset(
         images=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
         labels=torch.tensor([0] * len(normal) + [1] * len(anomalous), dtype=torch.int64),
-        masks=masks, name=root.name,
-        defect_types=["good"] * len(normal) + [defect for _, defect in anomalous],
+        masks=_mvtec_masks(root, len(normal), anomalous, image_size) if layout == "MVTec AD" else None,
+        name=root.name, defect_types=["good"] * len(normal) + [defect for _, defect in anomalous],
         sources=[str(path) for path in paths])
+
+
+def _mvtec_masks(root, normal_count, anomalous, image_size):
+    """All-False masks for the normal images, then the anomalous images' ground truth; None if any is missing."""
+    mask_paths = [root / "ground_truth" / defect / f"{path.stem}_mask.png" for path, defect in anomalous]
+    missing = [path for path in mask_paths if not path.is_file()]
+    if not missing:
+        return torch.cat([torch.zeros(normal_count, image_size, image_size, dtype=torch.bool),
+                          torch.stack([_read_mask(path, image_size) for path in mask_paths])])
+    if len(missing) < len(mask_paths):
+        warnings.warn(f"{len(missing)} of {len(mask_paths)} anomalous images in {root} have no mask file "
+                      f"(e.g. {missing[0]}); masks set to None", stacklevel=3)  # at load_folder's caller
+    return None

@@ -40,7 +40,8 @@ from tqdm.auto import tqdm
 from lea_tiny import autocast, check_int, get_device, seed_everything
 from lea_tiny.ablation import _best_f1_threshold, _fold_seed, _split_seed
 from lea_tiny.attention import ATTENTION_VARIANTS, make_model
-from lea_tiny.colorize import anomaly_map, cross_fitted_maps, map_scale, scale_maps, train_colorizer
+from lea_tiny.colorize import anomaly_map, train_colorizer
+from lea_tiny.maps import cross_fitted_maps, map_scale, scale_maps
 from lea_tiny.compare import CrossValidation
 from lea_tiny.checks import check_both_classes, check_images, check_labels
 from lea_tiny.train import DIHEDRAL_TRANSFORMS, _write_atomically, dihedral, f1_and_auroc, fit

@@ -39,7 +39,7 @@ from lea_tiny.adn import ADN_NAMES
 from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, VARIANTS
 from lea_tiny.autoencoder import fold_reconstruction_maps
 from lea_tiny.checks import check_bool, check_int, check_lr, check_seed
-from lea_tiny.colorize import fold_anomaly_maps
+from lea_tiny.maps import fold_anomaly_maps
 from lea_tiny.train import default_lr
 
 @dataclass(frozen=True)

@@ -144,34 +144,15 @@ def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, 
     optimizer = torch.optim.Adam(model.parameters(), lr=lr or default_lr(model.adn_name), fused=True)
     images, anomaly_maps = _on_device(device, images, anomaly_maps)
     labels = labels.to(device)
-    count = len(labels)
 
     history = dict(loss=[], adn_loss=[], caan_loss=[])
     model.train()
     bar = tqdm(range(epochs), desc=f"training {model.variant}", disable=not progress, leave=False)
     for epoch in bar:
-        order = torch.randperm(count, generator=generator).to(device)
-        totals, seen = {}, 0  # sums stay on the device: one sync per epoch, not one per step
-        for start in range(0, count, batch_size):
-            batch = order[start:start + batch_size]
-            if len(batch) == 1:
-                continue
-            image_batch, map_batch = images[batch], anomaly_maps[batch]
-            if augment:
-                transform = int(torch.randint(DIHEDRAL_TRANSFORMS, (), generator=generator))
-                image_batch, map_batch = dihedral(image_batch, transform), dihedral(map_batch, transform)
-            with autocast(device):
-                adn_logit, caan_logit = step_model(image_batch, map_batch)
-            loss, adn_loss, caan_loss = joint_loss(adn_logit, caan_logit, labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for name, value in (("loss", loss), ("adn_loss", adn_loss), ("caan_loss", caan_loss)):
-                if value is not None:
-                    totals[name] = totals.get(name, 0) + value.detach() * len(batch)
-            seen += len(batch)
-        for name, total in totals.items():
-            history[name].append(total.item() / seen)
+        epoch_means = _train_one_epoch(step_model, optimizer, images, anomaly_maps, labels, batch_size, augment,
+                                       generator)
+        for name, mean in epoch_means.items():
+            history[name].append(mean)
         bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
         if on_epoch_end is not None:
             model.eval()
@@ -179,6 +160,32 @@ def fit(model, images, anomaly_maps, labels, *, epochs, lr=None, batch_size=16, 
             model.train()
     model.eval()
     return history
+
+
+def _train_one_epoch(step_model, optimizer, images, anomaly_maps, labels, batch_size, augment, generator):
+    """One shuffled pass of Adam steps on Eq. 1; returns the epoch means {"loss": ..., "adn_loss": ..., ...}."""
+    device = images.device
+    order = torch.randperm(len(labels), generator=generator).to(device)
+    totals, seen = {}, 0  # sums stay on the device: one sync per epoch, not one per step
+    for start in range(0, len(labels), batch_size):
+        batch = order[start:start + batch_size]
+        if len(batch) == 1:
+            continue
+        image_batch, map_batch = images[batch], anomaly_maps[batch]
+        if augment:
+            transform = int(torch.randint(DIHEDRAL_TRANSFORMS, (), generator=generator))
+            image_batch, map_batch = dihedral(image_batch, transform), dihedral(map_batch, transform)
+        with autocast(device):
+            adn_logit, caan_logit = step_model(image_batch, map_batch)
+        loss, adn_loss, caan_loss = joint_loss(adn_logit, caan_logit, labels[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for name, value in (("loss", loss), ("adn_loss", adn_loss), ("caan_loss", caan_loss)):
+            if value is not None:
+                totals[name] = totals.get(name, 0) + value.detach() * len(batch)
+        seen += len(batch)
+    return {name: total.item() / seen for name, total in totals.items()}
 
 
 # The paper's metric, F1, at the released code's threshold 0.5; and AUROC ---------------------------------

@@ -46,7 +46,7 @@ def _check_caan_inputs(model, anomaly_maps, labels):
     if not is_tensor or anomaly_maps.ndim != 4 or tuple(anomaly_maps.shape[1:]) != (1, size, size):
         shape = tuple(anomaly_maps.shape) if is_tensor else type(anomaly_maps).__name__
         raise ValueError(f"anomaly_maps must have shape (N, 1, {size}, {size}) for this model, got {shape}")
-    check_images(anomaly_maps, "anomaly_maps", channels=1, fix="scale them with lea_tiny.colorize.scale_maps")
+    check_images(anomaly_maps, "anomaly_maps", channels=1, fix="scale them with lea_tiny.maps.scale_maps")
     labels = check_labels(labels, anomaly_maps.shape[0])
     check_both_classes(labels, "the training labels")
     return labels

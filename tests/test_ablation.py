@@ -12,7 +12,7 @@ from conftest import SIZE
 import lea_tiny.ablation as ablation_module
 from lea_tiny.ablation import choose_point, cross_validate, map_alone, prepare_folds, run_ablation
 from lea_tiny.attention import make_model
-from lea_tiny.colorize import image_score, map_scale, scale_maps
+from lea_tiny.maps import image_score, map_scale, scale_maps
 from lea_tiny.compare import load_results
 from lea_tiny.data import AnomalyDataset
 from lea_tiny.protocol import MAP_SOURCES

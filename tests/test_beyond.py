@@ -6,7 +6,7 @@ import torch
 import lea_tiny.beyond as beyond_module
 from lea_tiny.beyond import (BASELINE, IDEAS, LEA_NET, MAP_TREATMENTS, WHERE, WHERE_POINTS, Row, flat, normalised,
                              run_rows, table, where_table)
-from lea_tiny.colorize import image_score
+from lea_tiny.maps import image_score
 from lea_tiny.protocol import TEACHING
 
 TINY = TEACHING.replace(folds=2, epochs=1, colorizer_epochs=1)

@@ -20,10 +20,10 @@ from lea_tiny.ablation import prepare_folds, run_ablation
 from lea_tiny.attention import make_model
 from lea_tiny.checks import SEED_MAX, fewest_to_split
 from lea_tiny.ciede import ciede2000, lab_to_rgb, rgb_to_lab
-from lea_tiny.colorize import (UNet, anomaly_map, colorize, cross_fitted_maps, fancy_pca, fewest_normals_to_cross_fit,
-                               fold_anomaly_maps, map_scale, scale_maps, train_colorizer)
+from lea_tiny.colorize import UNet, anomaly_map, colorize, fancy_pca, train_colorizer
 from lea_tiny.compare import load_results
 from lea_tiny.data import AnomalyDataset, load_folder, make_dataset
+from lea_tiny.maps import cross_fitted_maps, fewest_normals_to_cross_fit, fold_anomaly_maps, map_scale, scale_maps
 from lea_tiny.train import evaluate, fit, save_checkpoint
 
 SIZE = 32

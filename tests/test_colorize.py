@@ -1,4 +1,5 @@
-"""The colouriser and the colour anomaly map (lea_tiny.colorize), against numpy and skimage."""
+"""The colouriser and the colour anomaly map (lea_tiny.colorize), against numpy and skimage, and the maps
+without leakage, their scale and the image score (lea_tiny.maps), with the colouriser as map source."""
 
 import numpy as np
 import pytest
@@ -7,8 +8,9 @@ from skimage import color
 from torch import nn
 
 import lea_tiny.colorize as colorize_module
-from lea_tiny.colorize import (UNet, anomaly_map, colorize, cross_fitted_maps, fancy_pca, fold_anomaly_maps,
-                               image_score, map_scale, scale_maps, train_colorizer)
+from lea_tiny.colorize import UNet, anomaly_map, colorize, fancy_pca, train_colorizer
+from lea_tiny.data import make_dataset
+from lea_tiny.maps import cross_fitted_maps, fold_anomaly_maps, held_out_batch, image_score, map_scale, scale_maps
 
 
 def _images(count, size, seed=0, low=0.0, high=1.0):
@@ -427,3 +429,17 @@ def test_image_score_rejects_bad_input(maps, top, message):
     with pytest.raises(ValueError, match=message):
         image_score(maps, top=top)
 
+
+
+# A held-out batch ---------------------------------------------------------------------------------
+def test_held_out_batch_keeps_the_first_images_of_each_class_out_of_the_maps_it_scales():
+    dataset = make_dataset("retina", n_normal=8, n_anomalous=4, image_size=16, seed=0)
+    batch, scaled, scale = held_out_batch(dataset, 2, epochs=1, batch_size=2, val_fraction=0)
+    normal, anomalous = (torch.nonzero(dataset.labels == label).flatten() for label in (0, 1))
+    kept_out = torch.cat([normal[:2], anomalous[:2]])
+    torch.testing.assert_close(batch.images, dataset.images[kept_out])
+    assert batch.labels.tolist() == [0, 0, 1, 1] and scaled.shape == (4, 1, 16, 16)
+    rest = torch.cat([normal[2:], anomalous[2:]])
+    maps = fold_anomaly_maps(dataset.images, dataset.labels, rest, epochs=1, batch_size=2, val_fraction=0)
+    assert scale == map_scale(maps[rest])
+    torch.testing.assert_close(scaled, scale_maps(maps[kept_out], scale))
