@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from lea_tiny.ablation import _environment as environment, cross_validate, prepare_folds
+from lea_tiny.ablation import cross_validate, prepare_folds, run_environment
 from lea_tiny.attention import VARIANTS
 from lea_tiny.checks import check_bool
 from lea_tiny.colorize import image_score
@@ -160,7 +160,7 @@ def run_rows(dataset, rows=IDEAS, protocol=TEACHING, *, out_dir=None, resume=Fal
         measured.append(done[name])
         if out_dir is not None:
             save_comparison(measured, out_dir / "results.json",
-                            dict(config, environment=environment(device), minutes=(time.perf_counter() - started) / 60))
+                            dict(config, environment=run_environment(device), minutes=(time.perf_counter() - started) / 60))
     return measured
 
 

@@ -14,7 +14,7 @@ import statistics
 import time
 
 from lea_tiny import agpnet, atacnet, cavga, detector
-from lea_tiny.ablation import _environment
+from lea_tiny.ablation import run_environment
 from lea_tiny.compare import paired_difference
 from lea_tiny.data import make_dataset
 
@@ -89,7 +89,7 @@ def main(out="results/relatives/results.json", config=SAVED_RUN):
                            config["seed"])
     rows = compare(dataset, folds=config["folds"], repeats=config["repeats"], epochs=config["epochs"],
                    seed=config["seed"], progress=True)
-    detector.save_comparison(rows, out, dict(config, environment=_environment(None),
+    detector.save_comparison(rows, out, dict(config, environment=run_environment(None),
                                              minutes=(time.perf_counter() - started) / 60))
     print(table(rows, BASELINE, LEA_NET))
 

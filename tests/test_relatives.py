@@ -70,7 +70,7 @@ def test_cavga_attention_switch_adds_exactly_the_weighted_expansion_loss(tiny):
     torch.manual_seed(0)
     model = cavga.CAVGA().eval()  # eval: z is the mean, so both calls see the same forward pass
     images, labels = tiny.normal_images[:4], torch.zeros(4, dtype=torch.long)
-    losses = {switch: cavga._loss(model, images, labels, weakly_supervised=False, attention_loss=switch,
+    losses = {switch: cavga.training_loss(model, images, labels, weakly_supervised=False, attention_loss=switch,
                                   kl_weight=0.01, attention_weight=0.01) for switch in (True, False)}
     _, _, _, z, features, _ = model(images)
     expansion = cavga.attention_expansion_loss(model.attention(z.flatten(1).sum(1), features, images.shape[-2:]))
