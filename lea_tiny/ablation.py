@@ -347,22 +347,28 @@ def _planned_runs(dataset, protocol):
     return runs
 
 
+def check_same_configuration(out_dir, saved, config):
+    """Refuse to resume the run in ``out_dir``, saved with configuration ``saved``, unless ``config`` matches it."""
+    config = json.loads(json.dumps(config))  # as it reads back from results.json: tuples become lists
+    differences = [f"{name}={saved.get(name)!r} there, {value!r} here"
+                   for name, value in config.items() if saved.get(name) != value]
+    if differences:
+        raise ValueError(f"cannot resume the run in {out_dir}: its configuration differs ({'; '.join(differences)}); "
+                         f"use another out_dir, or run without resume to start it again")
+
+
 def _finished_results(out_dir, config):
     """The run saved in ``out_dir``: ({(variant, attention_point): CrossValidation}, its date), refused if its
     configuration differs."""
     if not (Path(out_dir) / "results.json").is_file():
         return {}, None
     saved = load_results(out_dir)
-    differences = [f"{name}={saved.config.get(name)!r} there, {value!r} here"
-                   for name, value in json.loads(json.dumps(config)).items() if saved.config.get(name) != value]
-    if differences:
-        raise ValueError(f"cannot resume the run in {out_dir}: its configuration differs ({'; '.join(differences)}); "
-                         f"use another out_dir, or run without resume to start it again")
+    check_same_configuration(out_dir, saved.config, config)
     return ({(result.variant, result.attention_point): result for result in saved.results
              if result.variant != "map_alone"}, saved.environment.get("date"))
 
 
-def _check_out_dir(out_dir, resume):
+def check_out_dir(out_dir, resume):
     """Fail now, not after hours of training, if the results cannot be written."""
     if out_dir is None:
         if resume:
@@ -402,7 +408,7 @@ def run_ablation(dataset, protocol=PAPER, *, out_dir=None, device=None, progress
     config = dict(dataset=getattr(dataset, "name", "?"), n_normal=int((labels == 0).sum()),
                   n_anomalous=int((labels == 1).sum()), image_size=dataset.images.shape[-1],
                   **protocol.as_config(), dataset_fingerprint=fingerprint(dataset))
-    _check_out_dir(out_dir, resume)
+    check_out_dir(out_dir, resume)
     done, started = _finished_results(out_dir, config) if resume else ({}, None)
     if done:
         print(f"resuming {out_dir}: {len(done)} finished cross-validation(s) kept")
