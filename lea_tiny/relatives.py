@@ -77,8 +77,8 @@ def compare(dataset, methods=METHODS, *, folds=3, repeats=1, epochs, seed=0, dev
     for name, (train, options) in methods.items():
         rows.append(saved_rows[name] if name in saved_rows else detector.cross_validate_method(
             train, dataset, splits, name=name, epochs=epochs, seed=seed, device=device, progress=progress, **options))
-        if out_dir is not None:  # minutes: wall time, the resumed run's included
-            minutes = saved_config.get("minutes", 0) + (time.perf_counter() - started) / 60
+        if out_dir is not None:
+            minutes = saved_config.get("minutes", 0) + (time.perf_counter() - started) / 60  # wall, resumed run's too
             detector.save_comparison(rows, Path(out_dir) / "results.json",
                                      dict(config, environment=environment, minutes=minutes))
             write_atomically(Path(out_dir) / "results.md", lambda file: file.write((table(rows) + "\n").encode()))
@@ -133,7 +133,7 @@ def table(rows, reference=None, pixel_reference=None):
     reference = by_name[reference or (BASELINE if BASELINE in by_name else rows[0].label)]
     pixel_reference = pixel_reference or choose_pixel_reference(rows)
     if pixel_reference is not None and not _localises(by_name[pixel_reference]):
-        raise ValueError(f"the pixel reference {pixel_reference!r} has no pixel AUROC (it makes no map)")
+        raise ValueError(f"the pixel reference {pixel_reference!r} has no pixel AUROC (no map, or no masks)")
     pixel = by_name.get(pixel_reference)
     lines = ["| method | image AUROC | image AUROC - reference [95 % CI] | pixel AUROC | "
              "pixel AUROC - pixel reference [95 % CI] | training s / fold (median) |", "| --- | --- | --- | --- | --- | ---: |"]
@@ -142,7 +142,7 @@ def table(rows, reference=None, pixel_reference=None):
         lines.append(f"| {row.label} | {_mean_std(row)} | {_cell(row, reference, 'auroc')} | "
                      f"{_mean_std(row.on('pixel_auroc')) if _localises(row) else '-'} | "
                      f"{_cell(row, pixel, 'pixel_auroc')} | {seconds:.1f} |")
-    pixel_said = pixel_reference if pixel else "none, since no method here localises"
+    pixel_said = pixel_reference if pixel else "none, since no row has a pixel AUROC (no map, or no masks)"
     return "\n".join(lines + ["", f"Reference: {reference.label}. Pixel reference: {pixel_said}."])
 
 

@@ -266,6 +266,7 @@ def test_pixel_auroc_is_compared_with_lea_net_else_the_first_method_that_localis
     lea_net = replace(rows[2], variant=relatives.LEA_NET)
     assert relatives.choose_pixel_reference([*rows, lea_net]) == relatives.LEA_NET
     assert relatives.choose_pixel_reference(rows[:1]) is None
-    assert relatives.table(rows[:1]).endswith("Pixel reference: none, since no method here localises.")
+    assert relatives.table(rows[:1]).endswith("Pixel reference: none, since no row has a pixel AUROC (no map, or no "
+                                              "masks).")
     with pytest.raises(ValueError, match="'baseline \\(CNN\\)' has no pixel AUROC"):
         relatives.table(rows, pixel_reference=relatives.BASELINE)
