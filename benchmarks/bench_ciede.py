@@ -74,7 +74,7 @@ def bench_cpu(count, size, repeats, rounds):
     print(f"CPU, {torch.get_num_threads()} threads: {count} images of {size} x {size} ({megapixels:.2f} Mpix)")
     for name, step in fast.items():
         print(f"  first compiled call of {name} (compilation included): {timing.seconds(step, device):.1f} s")
-    if ciede._compile_failed:
+    if ciede.compile_failed:
         print("  torch.compile failed here: the 'compiled' rows below are eager")
 
     best = {}

@@ -27,7 +27,6 @@ from lea_tiny.adn import ADN_NAMES
 from lea_tiny.attention import ATTENTION_VARIANTS, VARIANTS
 from lea_tiny.checks import check_seed
 from lea_tiny.data import load_folder, make_dataset
-from lea_tiny.detector import save_comparison
 from lea_tiny.embedded import EMBEDDED_DATASETS
 from lea_tiny.compare import point_text
 from lea_tiny.protocol import CAAN_TRAINING, MAP_SOURCES, PAPER, PAPER_DATA, TEACHING, TEACHING_DATA
@@ -238,6 +237,9 @@ def _add_relatives_options(parser):
     parser.add_argument("--device", type=_device, default=None, help="as for demo")
     parser.add_argument("--seed", type=_seed, default=0, help="(default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path(data["out"]), help="(default: %(default)s)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run saved in --out: its finished methods are kept, the rest "
+                             "is run (refused if any option differs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -328,22 +330,13 @@ def run(args):
 
 
 def run_relatives(args):
-    """The relatives command: every chosen method cross-validated on one split, saved and printed."""
+    """The relatives command: every chosen method cross-validated on one split, saved as it goes and printed."""
     dataset = _load_data(args, TEACHING_DATA)
-    if args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {args.out} is a file, not a folder")
     chosen = [name for family in args.methods for name in relatives.FAMILIES[family]]
     rows = relatives.compare(dataset, {name: relatives.METHODS[name] for name in chosen}, folds=args.folds,
                              repeats=args.repeats, epochs=args.epochs, seed=args.seed, device=args.device,
-                             progress=not args.quiet)
-    config = dict(data=dataset.name, image_size=args.image_size, n_normal=int((dataset.labels == 0).sum()),
-                  n_anomalous=int((dataset.labels == 1).sum()), folds=args.folds, repeats=args.repeats,
-                  epochs=args.epochs, seed=args.seed, methods=chosen)
-    save_comparison(rows, args.out / "results.json", config)
-    reference = relatives.BASELINE if relatives.BASELINE in chosen else chosen[0]
-    table = relatives.table(rows, reference, relatives.LEA_NET if relatives.LEA_NET in chosen else chosen[0])
-    (args.out / "results.md").write_text(table + "\n")
-    print(table)
+                             progress=not args.quiet, out_dir=args.out, resume=args.resume)
+    print(relatives.table(rows))
     print(f"\nwrote results.json, results.md to {args.out}")
 
 

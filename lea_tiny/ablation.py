@@ -52,7 +52,7 @@ from lea_tiny.adn import ADN_NAMES
 from lea_tiny.compare import AblationTable, CrossValidation, load_results, point_text
 from lea_tiny.protocol import MAP_SOURCES, PAPER
 from lea_tiny.two_stage import fit_two_stage
-from lea_tiny.train import _write_atomically, evaluate, f1_and_auroc, fit
+from lea_tiny.train import evaluate, f1_and_auroc, fit, write_atomically
 
 VALIDATION_FRACTION = 1 / 3  # of a training part, for choose_point
 
@@ -104,14 +104,16 @@ class Fold:
     map_source: str = "colorization"
 
 
-def _split_seed(seed, repeat):
+def split_seed(seed, repeat):
+    """The ``random_state`` of repeat ``repeat``'s StratifiedKFold."""
     return seed + 10_000 * repeat
 
 
-def _fold_seed(seed, fold_number, repeat=0):
-    # Each fold gets its own seeds for colourisers, initialisation and batch order; the colourisers
-    # of one fold use seed .. seed + cross_fit_parts, so a stride of 100 keeps folds apart (and 10,000 repeats).
-    return _split_seed(seed, repeat) + 100 * fold_number
+def fold_seed(seed, fold_number, repeat=0):
+    """The seed of one fold's colourisers, model initialisation and batch order."""
+    # The colourisers of one fold use seed .. seed + cross_fit_parts, so a stride of 100 keeps folds
+    # apart (and 10,000 repeats).
+    return split_seed(seed, repeat) + 100 * fold_number
 
 
 def fingerprint(dataset):
@@ -152,7 +154,7 @@ def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER.colorizer_epo
     dataset_fingerprint = fingerprint(dataset)
     splits = [(repeat, number, train_index, test_index) for repeat in range(repeats)
               for number, (train_index, test_index) in enumerate(
-                  StratifiedKFold(n_splits=folds, shuffle=True, random_state=_split_seed(seed, repeat))
+                  StratifiedKFold(n_splits=folds, shuffle=True, random_state=split_seed(seed, repeat))
                   .split(np.zeros(len(labels)), labels.numpy()))]
     prepared = []
     for repeat, number, train_index, test_index in tqdm(splits, desc=f"{map_source} maps per fold",
@@ -164,10 +166,10 @@ def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER.colorizer_epo
         maps = _saved_maps(path, settings) if path is not None else None
         if maps is None:
             maps = MAP_SOURCES[map_source].fold_maps(dataset.images, labels, train, epochs=colorizer_epochs,
-                                           cross_fit_parts=cross_fit_parts, seed=_fold_seed(seed, number, repeat),
+                                           cross_fit_parts=cross_fit_parts, seed=fold_seed(seed, number, repeat),
                                            device=device)
             if path is not None:
-                _write_atomically(path, lambda file: torch.save(dict(settings=settings, anomaly_maps=maps.cpu()), file))
+                write_atomically(path, lambda file: torch.save(dict(settings=settings, anomaly_maps=maps.cpu()), file))
         maps = maps.to(dataset.images.device)
         scale = map_scale(maps[train.to(maps.device)])
         prepared.append(Fold(number, train_index, test_index, maps, scale, scale_maps(maps, scale), repeat,
@@ -243,13 +245,13 @@ def cross_validate(variant, dataset, protocol=PAPER, attention_point=None, *, de
 
 def _trained_model(variant, attention_point, dataset, fold, train_index, protocol, device, progress=False):
     """(model, losses per epoch): made from the fold's seed and trained on ``train_index``, as every row's folds are."""
-    fold_seed = _fold_seed(protocol.seed, fold.number, fold.repeat)
-    seed_everything(fold_seed)
+    seed = fold_seed(protocol.seed, fold.number, fold.repeat)
+    seed_everything(seed)
     model = _model(variant, attention_point, protocol, dataset.images.shape[-1])
     train = torch.as_tensor(train_index)
     data = (dataset.images[train], fold.scaled_maps[train], torch.as_tensor(dataset.labels)[train])
     options = dict(epochs=protocol.epochs, lr=protocol.lr, batch_size=protocol.batch_size, augment=protocol.augment,
-                   device=device, seed=fold_seed, progress=progress)
+                   device=device, seed=seed, progress=progress)
     if protocol.caan_training == "joint" or model.caan is None:
         return model, fit(model, *data, **options)
     stages = fit_two_stage(model, *data, caan=protocol.caan_training, caan_epochs=protocol.epochs, **options)
@@ -263,7 +265,8 @@ def _model(variant, attention_point, protocol, image_size):
 
 
 # The map alone, and a fairly chosen attention point ---------------------------------------------------------
-def _best_f1_threshold(scores, labels):
+def best_f1_threshold(scores, labels):
+    """The score threshold at which the anomalous class's F1 on (``scores``, ``labels``) is highest."""
     precision, recall, thresholds = precision_recall_curve(labels, scores)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     return float(thresholds[np.argmax(f1[:-1])])
@@ -281,7 +284,7 @@ def map_alone(dataset, fold_maps, adn="resnet18"):
     for fold in fold_maps:
         scores = image_score(fold.anomaly_maps).cpu().numpy()
         train, test = fold.train_index, fold.test_index
-        threshold = _best_f1_threshold(scores[train], labels[train].numpy())
+        threshold = best_f1_threshold(scores[train], labels[train].numpy())
         metrics = f1_and_auroc(torch.from_numpy(scores[test]), labels[test], threshold)
         result.folds.append(dict(repeat=fold.repeat, fold=fold.number, n_train=len(train), n_test=len(test),
                                  threshold=threshold, **metrics))
@@ -301,7 +304,7 @@ def choose_point(variant, dataset, fold, points=ATTENTION_POINTS, protocol=PAPER
     labels = torch.as_tensor(dataset.labels)
     train = fold.train_index
     inner_train, validation = train_test_split(train, test_size=VALIDATION_FRACTION, stratify=labels[train].numpy(),
-                                               random_state=_fold_seed(protocol.seed, fold.number, fold.repeat))
+                                               random_state=fold_seed(protocol.seed, fold.number, fold.repeat))
     validation = torch.from_numpy(validation)
     aurocs = {}
     for point in points:
@@ -327,7 +330,7 @@ def fair_point_row(results_by_point, chosen):
 
 
 # All of it for one ADN ----------------------------------------------------------------------------------------
-def _environment(device):
+def run_environment(device):
     """What a run needs to be repeated: torch, the device, the CPU threads (see seed_everything), the date."""
     device = get_device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
@@ -344,22 +347,28 @@ def _planned_runs(dataset, protocol):
     return runs
 
 
+def check_same_configuration(out_dir, saved, config):
+    """Refuse to resume the run in ``out_dir``, saved with configuration ``saved``, unless ``config`` matches it."""
+    config = json.loads(json.dumps(config))  # as it reads back from results.json: tuples become lists
+    differences = [f"{name}={saved.get(name)!r} there, {value!r} here"
+                   for name, value in config.items() if saved.get(name) != value]
+    if differences:
+        raise ValueError(f"cannot resume the run in {out_dir}: its configuration differs ({'; '.join(differences)}); "
+                         f"use another out_dir, or run without resume to start it again")
+
+
 def _finished_results(out_dir, config):
     """The run saved in ``out_dir``: ({(variant, attention_point): CrossValidation}, its date), refused if its
     configuration differs."""
     if not (Path(out_dir) / "results.json").is_file():
         return {}, None
     saved = load_results(out_dir)
-    differences = [f"{name}={saved.config.get(name)!r} there, {value!r} here"
-                   for name, value in json.loads(json.dumps(config)).items() if saved.config.get(name) != value]
-    if differences:
-        raise ValueError(f"cannot resume the run in {out_dir}: its configuration differs ({'; '.join(differences)}); "
-                         f"use another out_dir, or run without resume to start it again")
+    check_same_configuration(out_dir, saved.config, config)
     return ({(result.variant, result.attention_point): result for result in saved.results
              if result.variant != "map_alone"}, saved.environment.get("date"))
 
 
-def _check_out_dir(out_dir, resume):
+def check_out_dir(out_dir, resume):
     """Fail now, not after hours of training, if the results cannot be written."""
     if out_dir is None:
         if resume:
@@ -371,7 +380,7 @@ def _check_out_dir(out_dir, resume):
     out_dir.mkdir(parents=True, exist_ok=True)
     for left_by_a_killed_run in [*out_dir.glob(".*.tmp"), *out_dir.glob("fold_maps/.*.tmp")]:
         left_by_a_killed_run.unlink()
-    _write_atomically(out_dir / ".writable", lambda file: None)
+    write_atomically(out_dir / ".writable", lambda file: None)
     (out_dir / ".writable").unlink()
 
 
@@ -399,7 +408,7 @@ def run_ablation(dataset, protocol=PAPER, *, out_dir=None, device=None, progress
     config = dict(dataset=getattr(dataset, "name", "?"), n_normal=int((labels == 0).sum()),
                   n_anomalous=int((labels == 1).sum()), image_size=dataset.images.shape[-1],
                   **protocol.as_config(), dataset_fingerprint=fingerprint(dataset))
-    _check_out_dir(out_dir, resume)
+    check_out_dir(out_dir, resume)
     done, started = _finished_results(out_dir, config) if resume else ({}, None)
     if done:
         print(f"resuming {out_dir}: {len(done)} finished cross-validation(s) kept")
@@ -409,7 +418,7 @@ def run_ablation(dataset, protocol=PAPER, *, out_dir=None, device=None, progress
                                   cache_dir=Path(out_dir) / "fold_maps" if out_dir is not None else None,
                                   map_source=protocol.map_source)
     _check_fold_maps(fold_maps, dataset, protocol.folds, protocol.repeats, protocol.map_source)
-    environment = _environment(device) | ({"resumed_a_run_started": started} if started else {})
+    environment = run_environment(device) | ({"resumed_a_run_started": started} if started else {})
     table = AblationTable([map_alone(dataset, fold_maps, protocol.adn)], config, environment, fold_maps)
     options = dict(device=device, fold_maps=fold_maps)
 

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from lea_tiny import autocast, get_device, seed_everything, to_device
 from lea_tiny.checks import check_images, check_int, check_number, check_trained_network
-from lea_tiny.colorize import _down, _up
+from lea_tiny.colorize import down_block, up_block
 from lea_tiny.maps import fold_anomaly_maps
 
 WIDTHS = (32, 64, 128, 256)  # channels after each stride-2 stage of the encoder
@@ -62,9 +62,9 @@ class Autoencoder(nn.Module):
             raise ValueError(f"image_size must be a multiple of 16 (four halvings), got {image_size!r}")
         self.image_size = image_size
         inputs = (3, *WIDTHS[:-1])
-        self.encoder = nn.Sequential(*(_down(a, b, batch_norm=stage > 0)
+        self.encoder = nn.Sequential(*(down_block(a, b, batch_norm=stage > 0)
                                        for stage, (a, b) in enumerate(zip(inputs, WIDTHS))))
-        self.decoder = nn.Sequential(*(_up(a, b) for a, b in zip(WIDTHS[:0:-1], WIDTHS[-2::-1])))
+        self.decoder = nn.Sequential(*(up_block(a, b) for a, b in zip(WIDTHS[:0:-1], WIDTHS[-2::-1])))
         self.head = nn.ConvTranspose2d(WIDTHS[0], 3, 2, stride=2)
 
     def forward(self, rgb):

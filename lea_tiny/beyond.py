@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from lea_tiny.ablation import _environment as environment, cross_validate, prepare_folds
+from lea_tiny.ablation import check_same_configuration, cross_validate, prepare_folds, run_environment
 from lea_tiny.attention import VARIANTS
 from lea_tiny.checks import check_bool
 from lea_tiny.maps import image_score
@@ -124,11 +124,7 @@ def _finished_rows(path, config):
     if not path.is_file():
         return {}
     saved, saved_config = load_comparison(path)
-    differences = [name for name in (set(config) | set(saved_config)) - {"environment", "minutes"}
-                   if saved_config.get(name) != config.get(name)]
-    if differences:
-        raise ValueError(f"cannot resume the run saved at {path}: its {', '.join(sorted(differences))} differ; "
-                         f"use another out_dir, or run without resume to start it again")
+    check_same_configuration(path.parent, saved_config, config)
     return {row.variant: row for row in saved}
 
 
@@ -160,7 +156,7 @@ def run_rows(dataset, rows=IDEAS, protocol=TEACHING, *, out_dir=None, resume=Fal
         measured.append(done[name])
         if out_dir is not None:
             save_comparison(measured, out_dir / "results.json",
-                            dict(config, environment=environment(device), minutes=(time.perf_counter() - started) / 60))
+                            dict(config, environment=run_environment(device), minutes=(time.perf_counter() - started) / 60))
     return measured
 
 

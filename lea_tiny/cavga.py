@@ -122,7 +122,7 @@ class CAVGA(nn.Module):
         return torch.sigmoid(F.interpolate(cam.unsqueeze(1), size=size, mode="bilinear", align_corners=False))[:, 0]
 
 
-def _loss(model, images, labels, *, weakly_supervised, attention_loss, kl_weight, attention_weight):
+def training_loss(model, images, labels, *, weakly_supervised, attention_loss, kl_weight, attention_weight):
     """One batch's loss (see the module docstring); attention losses through Grad-CAM with its graph kept."""
     with autocast(images.device):
         reconstruction, mean, log_variance, z, features, logits = model(images)
@@ -201,7 +201,7 @@ def train(images, labels, *, epochs, seed=0, device=None, progress=False, weakly
         model.to(memory_format=torch.channels_last)
 
     def batch_loss(image_batch, label_batch, epoch):
-        return _loss(model, image_batch, label_batch, weakly_supervised=weakly_supervised,
+        return training_loss(model, image_batch, label_batch, weakly_supervised=weakly_supervised,
                      attention_loss=attention_loss, kl_weight=kl_weight, attention_weight=attention_weight)
     model.history = train_batches(model, batch_loss, on_device(images, device), labels, epochs=epochs, lr=lr,
                                   batch_size=batch_size, seed=seed, augment=augment, progress=progress, desc="CAVGA")

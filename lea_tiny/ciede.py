@@ -150,10 +150,10 @@ def rgb_to_lab(rgb):
     line (linear below 0.04045, so negatives stay negative; the power law above, so values above 1
     become brighter than white), exactly as skimage does. Clip first if your data can overshoot.
     """
-    return _rgb_to_lab(_check_image(rgb, "rgb"))
+    return rgb_to_lab_unchecked(_check_image(rgb, "rgb"))
 
 
-def _rgb_to_lab(rgb):
+def rgb_to_lab_unchecked(rgb):
     """``rgb_to_lab`` without its checks, for float32 images checked once: no pass over them per training batch."""
     return _run(_rgb_to_lab_planes, rgb)
 
@@ -256,7 +256,7 @@ def _chroma_weight(chroma):
     return _sqrt0(chroma7 / (chroma7 + 25.0**7))
 
 
-def _ciede2000_planes(lab1, lab2, kL, kC, kH):
+def ciede2000_planes(lab1, lab2, kL, kC, kH):
     """lab1, lab2: (B, 3, P) -> (B, P); the body of ``ciede2000``."""
     # Longer than lea_tiny's other functions on purpose: it is Sharma et al.'s Eqs. 2-22 in their
     # order, one block per group of equations, so that it reads beside the paper.
@@ -334,15 +334,16 @@ def ciede2000(lab1, lab2, kL=1, kC=1, kH=1):
     """
     lab1, lab2 = _check_pair(lab1, lab2)
     weights = [check_number(k, name, above=0) for name, k in (("kL", kL), ("kC", kC), ("kH", kH))]
-    return _run(_ciede2000_planes, lab1, lab2, *weights)
+    return _run(ciede2000_planes, lab1, lab2, *weights)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Running the bodies: eager, or compiled into one fused kernel
 # ---------------------------------------------------------------------------------------------------
 
-_compiled = {}
-_compile_failed = False
+# body -> its compiled kernel; after one failure everything runs eagerly (the tests reset both)
+compiled_bodies = {}
+compile_failed = False
 
 
 def _run(body, *arguments):
@@ -352,27 +353,27 @@ def _run(body, *arguments):
     that keeps each pixel in registers. We compile only when nothing needs gradients (so autograd
     stays plain torch) and the input is big enough to repay the seconds compilation takes.
     """
-    global _compile_failed
+    global compile_failed
     image = arguments[0]
     batch_shape, (height, width) = image.shape[:-3], image.shape[-2:]
     # One shape family, (B, 3, P), for every input, so that a few compiled kernels serve them all.
     flat = [x.reshape(math.prod(batch_shape), 3, height * width) if torch.is_tensor(x) else x for x in arguments]
     needs_grad = torch.is_grad_enabled() and any(torch.is_tensor(x) and x.requires_grad for x in arguments)
     result = None
-    if COMPILE and not _compile_failed and not needs_grad and image.numel() // 3 >= COMPILE_MIN_PIXELS:
-        if body not in _compiled:
+    if COMPILE and not compile_failed and not needs_grad and image.numel() // 3 >= COMPILE_MIN_PIXELS:
+        if body not in compiled_bodies:
             # realize_reads_threshold=1: keep every intermediate that is used twice as a value in the
             # fused loop rather than re-inlining its whole expression at each use; the defaults make
             # the kernel body of ciede2000 grow to thousands of operations (minutes to compile, and
             # slower to run). The first shape gets a kernel with the constants and sizes built in;
             # torch.compile makes the sizes symbolic if a second shape comes along.
-            _compiled[body] = torch.compile(body, options={"realize_reads_threshold": 1})
+            compiled_bodies[body] = torch.compile(body, options={"realize_reads_threshold": 1})
         try:
             with torch.no_grad():
                 # detach(): plain tensors rather than views, so the kernel does not depend on the view's base
-                result = _compiled[body](*[x.detach() if torch.is_tensor(x) else x for x in flat])
+                result = compiled_bodies[body](*[x.detach() if torch.is_tensor(x) else x for x in flat])
         except Exception as error:  # noqa: BLE001 -- any compiler failure means: run eagerly
-            _compile_failed = True
+            compile_failed = True
             message = f"torch.compile failed, lea_tiny.ciede runs eagerly from now on ({error!r:.200})"
             warnings.warn(message, stacklevel=3)
     if result is None:

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from lea_tiny import autocast, get_device, seed_everything, to_device
 from lea_tiny.checks import check_images, check_int, check_number, check_seed, check_trained_network
-from lea_tiny.ciede import _rgb_to_lab, ciede2000, lab_to_rgb, rgb_to_lab
+from lea_tiny.ciede import ciede2000, lab_to_rgb, rgb_to_lab, rgb_to_lab_unchecked
 
 L_SCALE = 100.0
 AB_OFFSET = 128.0
@@ -83,7 +83,7 @@ def _fancy_pca(rgb, alpha, generator):
 
 
 # U-Net (Table 9) ------------------------------------------------------------------------------
-def _down(in_channels, out_channels, batch_norm):
+def down_block(in_channels, out_channels, batch_norm):
     layers = [nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1, bias=not batch_norm)]
     if batch_norm:
         layers.append(nn.BatchNorm2d(out_channels))
@@ -91,7 +91,7 @@ def _down(in_channels, out_channels, batch_norm):
     return nn.Sequential(*layers)
 
 
-def _up(in_channels, out_channels):
+def up_block(in_channels, out_channels):
     return nn.Sequential(
         nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2, bias=False),
         nn.BatchNorm2d(out_channels),
@@ -118,13 +118,13 @@ class UNet(nn.Module):
         depth = image_size.bit_length() - 1  # log2: down-sample all the way to 1x1
         widths = [min(64 * 2**stage, 512) for stage in range(depth)]
         self.encoder = nn.ModuleList(
-            _down(1 if stage == 0 else widths[stage - 1], widths[stage], batch_norm=stage > 0)
+            down_block(1 if stage == 0 else widths[stage - 1], widths[stage], batch_norm=stage > 0)
             for stage in range(depth)
         )
         # Decoder stage i up-samples to the size of encoder stage i; its input is the previous
         # concatenation (twice the width) except at the bottleneck.
         self.decoder = nn.ModuleList(
-            _up(widths[stage + 1] * (1 if stage == depth - 2 else 2), widths[stage])
+            up_block(widths[stage + 1] * (1 if stage == depth - 2 else 2), widths[stage])
             for stage in reversed(range(depth - 1))
         )
         self.head = nn.ConvTranspose2d(2 * widths[0], 2, 2, stride=2)
@@ -160,7 +160,7 @@ def _predicted_chroma(unet, lab):
         return unet(_unet_input(lab)).float()
 
 
-def _chroma_loss(unet, lab):
+def chroma_loss(unet, lab):
     """MSE between predicted and true scaled a*b*: the colouriser's training loss."""
     return F.mse_loss(_predicted_chroma(unet, lab), _unet_target(lab))
 
@@ -220,7 +220,7 @@ def _train_one_epoch(unet, optimizer, train_images, batch_size, generator):
     # a lone last image simply waits for another epoch's shuffle.
     for start in range(0, len(train_images) - 1, batch_size):
         batch = _fancy_pca(train_images[shuffled[start:start + batch_size]], FANCY_PCA_ALPHA, generator)
-        loss = _chroma_loss(unet, _rgb_to_lab(batch))  # unchecked: the images were checked once, before training
+        loss = chroma_loss(unet, rgb_to_lab_unchecked(batch))  # the images were checked once, before training
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -233,7 +233,7 @@ def _validation_loss(unet, val_lab, batch_size):
     """The mean loss on the held-out images, in eval mode: what early stopping watches."""
     unet.eval()
     with torch.no_grad():
-        return sum(_chroma_loss(unet, lab) * len(lab) for lab in val_lab.split(batch_size)).item() / len(val_lab)
+        return sum(chroma_loss(unet, lab) * len(lab) for lab in val_lab.split(batch_size)).item() / len(val_lab)
 
 
 def train_colorizer(normal_images, epochs, batch_size=16, lr=1e-3, val_fraction=VAL_FRACTION, patience=10,
@@ -309,7 +309,7 @@ def _lab_pairs(unet, rgb, batch_size):
     """Yield (true L*a*b*, re-coloured L*a*b*) batch by batch, on the model's device."""
     device = next(unet.parameters()).device
     for batch in rgb.split(batch_size):
-        lab = _rgb_to_lab(batch.to(device, torch.float32))  # unchecked: the callers checked rgb once
+        lab = rgb_to_lab_unchecked(batch.to(device, torch.float32))  # the callers checked rgb once
         yield lab, _recolored_lab(unet, lab)
 
 

@@ -32,7 +32,7 @@ from lea_tiny.adn import ADN_NAMES
 from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, VARIANTS, check_attention_point
 from lea_tiny.checks import check_int, check_number, is_int
 from lea_tiny.protocol import MAP_SOURCES
-from lea_tiny.train import _write_atomically
+from lea_tiny.train import write_atomically
 
 METRICS = ("f1", "auroc")
 MAP_ALONE_LABEL = "Colour anomaly map alone (no training)"
@@ -282,9 +282,9 @@ class AblationTable:
         out_dir.mkdir(parents=True, exist_ok=True)
         record = dict(config=self.config, environment=self.environment,
                       results=[asdict(result) for result in self.results])
-        _write_atomically(out_dir / "results.json", lambda file: file.write(json.dumps(record, indent=1).encode()))
-        _write_atomically(out_dir / "results.md", lambda file: file.write((self.to_markdown() + "\n").encode()))
-        _write_atomically(out_dir / "results.csv", lambda file: file.write(self._csv().encode()))
+        write_atomically(out_dir / "results.json", lambda file: file.write(json.dumps(record, indent=1).encode()))
+        write_atomically(out_dir / "results.md", lambda file: file.write((self.to_markdown() + "\n").encode()))
+        write_atomically(out_dir / "results.csv", lambda file: file.write(self._csv().encode()))
         return out_dir
 
     def _csv(self):

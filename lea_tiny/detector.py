@@ -38,13 +38,13 @@ from sklearn.model_selection import StratifiedKFold
 from tqdm.auto import tqdm
 
 from lea_tiny import autocast, check_int, get_device, seed_everything
-from lea_tiny.ablation import _best_f1_threshold, _fold_seed, _split_seed
+from lea_tiny.ablation import best_f1_threshold, fold_seed, split_seed
 from lea_tiny.attention import ATTENTION_VARIANTS, make_model
 from lea_tiny.colorize import anomaly_map, train_colorizer
 from lea_tiny.maps import cross_fitted_maps, map_scale, scale_maps
 from lea_tiny.compare import CrossValidation
 from lea_tiny.checks import check_both_classes, check_images, check_labels
-from lea_tiny.train import DIHEDRAL_TRANSFORMS, _write_atomically, dihedral, f1_and_auroc, fit
+from lea_tiny.train import DIHEDRAL_TRANSFORMS, dihedral, f1_and_auroc, fit, write_atomically
 
 
 @runtime_checkable
@@ -239,7 +239,7 @@ def stratified_splits(labels, folds=3, seed=0, repeats=1):
     check_int(repeats, "repeats", 1)
     return [Split(number, repeat, train_index, test_index) for repeat in range(repeats)
             for number, (train_index, test_index) in enumerate(
-                StratifiedKFold(n_splits=folds, shuffle=True, random_state=_split_seed(seed, repeat))
+                StratifiedKFold(n_splits=folds, shuffle=True, random_state=split_seed(seed, repeat))
                 .split(np.zeros(len(labels)), labels))]
 
 
@@ -276,11 +276,11 @@ def cross_validate_method(method, dataset, folds, *, name, epochs, seed=0, devic
         train_index, test_index = torch.from_numpy(fold.train_index), torch.from_numpy(fold.test_index)
         started = time.perf_counter()
         detector = method(dataset.images[train_index], labels[train_index], epochs=epochs,
-                         seed=_fold_seed(seed, fold.number, fold.repeat), device=device, **options)
+                         seed=fold_seed(seed, fold.number, fold.repeat), device=device, **options)
         seconds = time.perf_counter() - started
         train_scores = detector.score(dataset.images[train_index])
         test_scores = detector.score(dataset.images[test_index])
-        threshold = _best_f1_threshold(train_scores.numpy(), labels[train_index].numpy())
+        threshold = best_f1_threshold(train_scores.numpy(), labels[train_index].numpy())
         record = dict(repeat=fold.repeat, fold=fold.number, n_train=len(train_index), n_test=len(test_index),
                       seconds=seconds, **f1_and_auroc(test_scores, labels[test_index], threshold))
         maps = detector.localize(dataset.images[test_index])
@@ -293,7 +293,7 @@ def cross_validate_method(method, dataset, folds, *, name, epochs, seed=0, devic
 def save_comparison(results, path, config):
     """Write the rows (MethodCrossValidation) and the ``config`` that made them to ``path`` as JSON."""
     record = dict(config=config, results=[asdict(result) for result in results])
-    _write_atomically(Path(path), lambda file: file.write(json.dumps(record, indent=1).encode()))
+    write_atomically(Path(path), lambda file: file.write(json.dumps(record, indent=1).encode()))
 
 
 def load_comparison(path):

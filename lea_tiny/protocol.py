@@ -115,7 +115,7 @@ class Protocol:
         for name, minimum in (("folds", 2), ("repeats", 1), ("epochs", 1), ("colorizer_epochs", 1),
                               ("cross_fit_parts", 2), ("batch_size", 2)):
             check_int(getattr(self, name), name, minimum)
-        # every fold of every repeat derives its seeds from this one (lea_tiny.ablation._fold_seed)
+        # every fold of every repeat derives its seeds from this one (lea_tiny.ablation.fold_seed)
         check_seed(self.seed, more=10_000 * (self.repeats - 1) + 100 * (self.folds - 1) + self.cross_fit_parts)
         check_lr(self.lr)
         check_bool(self.augment, "augment")

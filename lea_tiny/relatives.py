@@ -2,21 +2,29 @@
 
 ``METHODS`` names each row: a ``train`` function of the common interface (``lea_tiny.detector``) and
 its options. ``compare`` cross-validates them all on the same folds (``stratified_splits``), so that
-``paired_difference`` pairs any two rows fold by fold; ``table`` prints them as Markdown, each row
-beside its paired difference to a reference row, in image AUROC and, where both localise, pixel AUROC.
+``paired_difference`` pairs any two rows fold by fold, and saves as it goes; ``table`` prints them as
+Markdown, each row beside its paired difference to a reference row, in image AUROC and, where both
+localise, pixel AUROC.
 
 The run saved in ``results/relatives`` (loaded by the chapters) was made by::
 
     python -c "from lea_tiny.relatives import main; main()"
+
+and an interrupted one continues with ``main(resume=True)``.
 """
 
 import statistics
 import time
+from pathlib import Path
+
+import torch
 
 from lea_tiny import agpnet, atacnet, cavga, detector
-from lea_tiny.ablation import _environment
+from lea_tiny.ablation import check_out_dir, check_same_configuration, fingerprint, run_environment
+from lea_tiny.checks import check_bool
 from lea_tiny.compare import paired_difference
 from lea_tiny.data import make_dataset
+from lea_tiny.train import write_atomically
 
 BASELINE, LEA_NET = "baseline (CNN)", "LEA-Net (CNN + MobileNet CAAN, point 2)"
 METHODS = {
@@ -40,12 +48,51 @@ FAMILIES = {"baseline": (BASELINE,), "lea_net": (LEA_NET,),
 SAVED_RUN = dict(data="retina", image_size=32, n_normal=90, n_anomalous=30, folds=3, repeats=3, epochs=20, seed=0)
 
 
-def compare(dataset, methods=METHODS, *, folds=3, repeats=1, epochs, seed=0, device=None, progress=False):
-    """Every method of ``methods`` ({name: (train, options)}) cross-validated on one split: a list of rows."""
-    splits = detector.stratified_splits(dataset.labels, folds, seed, repeats)
-    return [detector.cross_validate_method(train, dataset, splits, name=name, epochs=epochs, seed=seed,
-                                           device=device, progress=progress, **options)
-            for name, (train, options) in methods.items()]
+def compare(dataset, methods=METHODS, *, folds=3, repeats=1, epochs, seed=0, device=None, progress=False,
+            out_dir=None, resume=False):
+    """Every method of ``methods`` ({name: (train, options)}) cross-validated on one split: a list of rows.
+
+    With ``out_dir`` nothing finished is lost: ``results.json`` (``save_comparison``) and ``results.md``
+    (``table``) are written there after every method. ``resume=True`` continues the run saved in
+    ``out_dir``: its finished methods are kept and the rest is trained; a run saved with another
+    configuration is refused. Each method seeds its folds itself, so a resumed run ends with the rows
+    of an uninterrupted one.
+    """
+    started = time.perf_counter()
+    labels = torch.as_tensor(dataset.labels)
+    splits = detector.stratified_splits(labels, folds, seed, repeats)
+    check_bool(resume, "resume")
+    config = dict(data=getattr(dataset, "name", "?"), image_size=dataset.images.shape[-1],
+                  n_normal=int((labels == 0).sum()), n_anomalous=int((labels == 1).sum()), folds=folds,
+                  repeats=repeats, epochs=epochs, seed=seed, methods=list(methods),
+                  dataset_fingerprint=fingerprint(dataset))
+    check_out_dir(out_dir, resume)
+    saved_rows, saved_config = _saved_run(out_dir, config) if resume else ({}, {})
+    if saved_rows:
+        print(f"resuming {out_dir}: {len(saved_rows)} finished method(s) kept")
+    environment = run_environment(device)
+    if saved_config:
+        environment["resumed_a_run_started"] = saved_config["environment"]["date"]
+    rows = []
+    for name, (train, options) in methods.items():
+        rows.append(saved_rows[name] if name in saved_rows else detector.cross_validate_method(
+            train, dataset, splits, name=name, epochs=epochs, seed=seed, device=device, progress=progress, **options))
+        if out_dir is not None:
+            minutes = saved_config.get("minutes", 0) + (time.perf_counter() - started) / 60  # wall, resumed run's too
+            detector.save_comparison(rows, Path(out_dir) / "results.json",
+                                     dict(config, environment=environment, minutes=minutes))
+            write_atomically(Path(out_dir) / "results.md", lambda file: file.write((table(rows) + "\n").encode()))
+    return rows
+
+
+def _saved_run(out_dir, config):
+    """({name: row}, config) of the run saved in ``out_dir``, refused if it was made with another ``config``."""
+    path = Path(out_dir) / "results.json"
+    if not path.is_file():
+        return {}, {}
+    rows, saved = detector.load_comparison(path)
+    check_same_configuration(out_dir, saved, config)
+    return {row.label: row for row in rows}, saved
 
 
 def said(result, reference, metric="auroc"):
@@ -54,8 +101,19 @@ def said(result, reference, metric="auroc"):
     return f"{difference} {difference.verdict}"
 
 
+def _localises(row):
+    return "pixel_auroc" in row.folds[0]
+
+
+def choose_pixel_reference(rows):
+    """The row whose pixel AUROC the others are compared with: LEA-Net (its colour anomaly map) when it is
+    among ``rows``, else the first row that localises; None when none does (or the data set has no masks)."""
+    localising = [row.label for row in rows if _localises(row)]
+    return LEA_NET if LEA_NET in localising else next(iter(localising), None)
+
+
 def _cell(result, reference, metric):
-    if metric not in result.folds[0] or metric not in reference.folds[0]:
+    if reference is None or metric not in result.folds[0]:
         return "-"
     return "(reference)" if result is reference else said(result, reference, metric)
 
@@ -64,34 +122,37 @@ def _mean_std(row):
     return f"{row.mean['auroc']:.3f} ± {row.std['auroc']:.3f}"
 
 
-def table(rows, reference, pixel_reference):
+def table(rows, reference=None, pixel_reference=None):
     """Markdown: mean ± std of image and pixel AUROC per row, and each row minus a reference with its 95 % interval.
 
-    ``reference`` and ``pixel_reference`` name the rows the image and the pixel AUROC are compared with
-    (the baseline has no map, so the pixel reference must be a method that localises).
+    ``reference`` names the row image AUROC is compared with (default: the baseline if it is among
+    ``rows``, else the first row); ``pixel_reference`` the row pixel AUROC is compared with, which must
+    localise (default: ``choose_pixel_reference(rows)``). A line under the table names both.
     """
     by_name = {row.label: row for row in rows}
-    reference, pixel_reference = by_name[reference], by_name[pixel_reference]
+    reference = by_name[reference or (BASELINE if BASELINE in by_name else rows[0].label)]
+    pixel_reference = pixel_reference or choose_pixel_reference(rows)
+    if pixel_reference is not None and not _localises(by_name[pixel_reference]):
+        raise ValueError(f"the pixel reference {pixel_reference!r} has no pixel AUROC (no map, or no masks)")
+    pixel = by_name.get(pixel_reference)
     lines = ["| method | image AUROC | image AUROC - reference [95 % CI] | pixel AUROC | "
              "pixel AUROC - pixel reference [95 % CI] | training s / fold (median) |", "| --- | --- | --- | --- | --- | ---: |"]
     for row in rows:
-        pixel = _mean_std(row.on("pixel_auroc")) if "pixel_auroc" in row.folds[0] else "-"
         seconds = statistics.median(fold["seconds"] for fold in row.folds)  # robust to a busy machine
-        lines.append(f"| {row.label} | {_mean_std(row)} | {_cell(row, reference, 'auroc')} | {pixel} | "
-                     f"{_cell(row, pixel_reference, 'pixel_auroc')} | {seconds:.1f} |")
-    return "\n".join(lines)
+        lines.append(f"| {row.label} | {_mean_std(row)} | {_cell(row, reference, 'auroc')} | "
+                     f"{_mean_std(row.on('pixel_auroc')) if _localises(row) else '-'} | "
+                     f"{_cell(row, pixel, 'pixel_auroc')} | {seconds:.1f} |")
+    pixel_said = pixel_reference if pixel else "none, since no row has a pixel AUROC (no map, or no masks)"
+    return "\n".join(lines + ["", f"Reference: {reference.label}. Pixel reference: {pixel_said}."])
 
 
-def main(out="results/relatives/results.json", config=SAVED_RUN):
-    """Make the saved run: ``config``'s data set, every method of ``METHODS``, saved to ``out``."""
-    started = time.perf_counter()
+def main(out_dir="results/relatives", config=SAVED_RUN, resume=False):
+    """Make the saved run: ``config``'s data set, every method of ``METHODS``, saved in ``out_dir`` as it goes."""
     dataset = make_dataset(config["data"], config["n_normal"], config["n_anomalous"], config["image_size"],
                            config["seed"])
     rows = compare(dataset, folds=config["folds"], repeats=config["repeats"], epochs=config["epochs"],
-                   seed=config["seed"], progress=True)
-    detector.save_comparison(rows, out, dict(config, environment=_environment(None),
-                                             minutes=(time.perf_counter() - started) / 60))
-    print(table(rows, BASELINE, LEA_NET))
+                   seed=config["seed"], progress=True, out_dir=out_dir, resume=resume)
+    print(table(rows))
 
 
 def show_maps(images, masks, maps):

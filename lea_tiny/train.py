@@ -238,7 +238,7 @@ def evaluate(model, images, anomaly_maps, labels, device=None):
 
 
 # Checkpoints ----------------------------------------------------------------------------------------------
-def _write_atomically(path, write):
+def write_atomically(path, write):
     """Write through a temporary file in the same folder, then rename: a crash never leaves half a file.
 
     The file gets the permissions any new file would (mkstemp's own are 0600, owner only).
@@ -283,7 +283,7 @@ def save_checkpoint(path, model, config):
         raise ValueError(f"config must hold plain values only (str, numbers, None, lists, dicts): {error}") from error
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     checkpoint = dict(format=CHECKPOINT_FORMAT, config=config, state_dict=state)
-    _write_atomically(path, lambda file: torch.save(checkpoint, file))
+    write_atomically(path, lambda file: torch.save(checkpoint, file))
 
 
 def load_checkpoint(path, device=None):

@@ -15,7 +15,7 @@ from skimage import io
 from sklearn.model_selection import StratifiedKFold
 
 import lea_tiny
-from lea_tiny.__main__ import _seed, main
+from lea_tiny.__main__ import build_parser, main
 from lea_tiny.ablation import prepare_folds, run_ablation
 from lea_tiny.attention import make_model
 from lea_tiny.checks import SEED_MAX, fewest_to_split
@@ -105,10 +105,8 @@ def test_meta_tensors_have_shapes_and_no_values_to_check():
 def test_a_colouriser_whose_loss_is_never_finite_is_an_error_naming_lr(monkeypatch):
     import lea_tiny.colorize as colorize_module
 
-    def diverging(unet, lab):
-        return colorize_module.F.mse_loss(colorize_module._predicted_chroma(unet, lab), lab[:, 1:]) * NAN
-
-    monkeypatch.setattr(colorize_module, "_chroma_loss", diverging)
+    chroma_loss = colorize_module.chroma_loss
+    monkeypatch.setattr(colorize_module, "chroma_loss", lambda unet, lab: chroma_loss(unet, lab) * NAN)
     with pytest.raises(ValueError, match="loss was nan from the first epoch on: lr=0.001"):
         _colorizer(epochs=3)
 
@@ -292,7 +290,7 @@ def test_seeds_outside_numpys_range_are_refused_up_front(call, message):
 
 def test_the_largest_seed_is_a_seed():
     assert lea_tiny.seed_everything(SEED_MAX) == SEED_MAX
-    assert _seed(str(SEED_MAX)) == SEED_MAX
+    assert build_parser().parse_args(["demo", "--seed", str(SEED_MAX)]).seed == SEED_MAX
 
 
 # Too few normal images: say what the data set needs ---------------------------------------------------------------

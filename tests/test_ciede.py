@@ -261,13 +261,13 @@ def test_compiled_path_gives_the_eager_numbers(monkeypatch):
     lab1, lab2 = (torch.cat(pair, dim=1).reshape(3, 2, 32, 1).transpose(0, 1) for pair in pairs)
     monkeypatch.setattr(ciede, "COMPILE", True)
     monkeypatch.setattr(ciede, "COMPILE_MIN_PIXELS", 1)
-    monkeypatch.setattr(ciede, "_compiled", {})
-    monkeypatch.setattr(ciede, "_compile_failed", False)
+    monkeypatch.setattr(ciede, "compiled_bodies", {})
+    monkeypatch.setattr(ciede, "compile_failed", False)
     with torch.no_grad():
         compiled = ciede2000(lab1, lab2)
-    if ciede._compile_failed:
+    if ciede.compile_failed:
         pytest.skip("torch.compile does not work here; the eager fallback is tested below")
-    assert set(ciede._compiled) == {ciede._ciede2000_planes}
+    assert set(ciede.compiled_bodies) == {ciede.ciede2000_planes}
     # the fused kernel keeps the 180-degree tie of pair 14 right too (fused multiply-adds and all)
     assert (compiled.reshape(64)[:34].double() - expected).abs().max() < 1e-4
     monkeypatch.setattr(ciede, "COMPILE", False)
@@ -287,8 +287,8 @@ def test_compile_failure_warns_once_and_falls_back_to_eager(monkeypatch):
 
     monkeypatch.setattr(ciede, "COMPILE", True)
     monkeypatch.setattr(ciede, "COMPILE_MIN_PIXELS", 1)
-    monkeypatch.setattr(ciede, "_compiled", {})
-    monkeypatch.setattr(ciede, "_compile_failed", False)
+    monkeypatch.setattr(ciede, "compiled_bodies", {})
+    monkeypatch.setattr(ciede, "compile_failed", False)
     monkeypatch.setattr(torch, "compile", broken_compile)
     rgb = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     with pytest.warns(UserWarning, match="torch.compile failed.*no C compiler"):

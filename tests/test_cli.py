@@ -131,3 +131,16 @@ def test_the_relatives_command_runs_the_chosen_methods_and_saves_them(capsys, tm
     assert (tmp_path / "results.md").read_text() in capsys.readouterr().out
     assert _exit_code(["relatives", "--methods", "atacnet,lea"]) == 2
     assert "unknown method(s) lea" in capsys.readouterr().err
+
+
+def test_the_relatives_command_resumes_a_saved_run_and_refuses_other_options(capsys, tmp_path):
+    argv = ["relatives", "--methods", "baseline", "--image-size", "32", "--n-normal", "8", "--n-anomalous", "4",
+            "--folds", "2", "--epochs", "1", "--quiet", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    first = (tmp_path / "results.json").read_text()
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    assert "1 finished method(s) kept" in capsys.readouterr().out
+    assert load_comparison(tmp_path / "results.json")[0][0].folds == json.loads(first)["results"][0]["folds"]
+    assert _exit_code([*argv, "--resume", "--epochs", "2"]) == 2
+    assert "cannot resume the run in" in capsys.readouterr().err

@@ -1,11 +1,13 @@
 """LEA-Net's relatives (CAVGA, AGPNet, ATAC-Net) and the one interface they share (``lea_tiny.detector``)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from skimage import io
 
-from lea_tiny import agpnet, atacnet, cavga, detector
+from lea_tiny import agpnet, atacnet, cavga, detector, relatives
 from lea_tiny.compare import CrossValidation, paired_difference
 from lea_tiny.data import load_folder, make_dataset
 
@@ -70,7 +72,7 @@ def test_cavga_attention_switch_adds_exactly_the_weighted_expansion_loss(tiny):
     torch.manual_seed(0)
     model = cavga.CAVGA().eval()  # eval: z is the mean, so both calls see the same forward pass
     images, labels = tiny.normal_images[:4], torch.zeros(4, dtype=torch.long)
-    losses = {switch: cavga._loss(model, images, labels, weakly_supervised=False, attention_loss=switch,
+    losses = {switch: cavga.training_loss(model, images, labels, weakly_supervised=False, attention_loss=switch,
                                   kl_weight=0.01, attention_weight=0.01) for switch in (True, False)}
     _, _, _, z, features, _ = model(images)
     expansion = cavga.attention_expansion_loss(model.attention(z.flatten(1).sum(1), features, images.shape[-2:]))
@@ -191,3 +193,80 @@ def test_cross_validate_method_gives_rows_that_pair_fold_by_fold(dataset, folds,
     detector.save_comparison(rows, tmp_path / "rows.json", dict(epochs=1))
     loaded, config = detector.load_comparison(tmp_path / "rows.json")
     assert config == dict(epochs=1) and loaded[0].folds == rows[0].folds and loaded[0].label == "agpnet"
+
+
+# Saved as it goes, resumed where it stopped ----------------------------------------------------------------------
+# Three quick rows: one without a map, two that localise (neither is LEA-Net).
+QUICK = {"baseline (CNN)": METHODS["baseline"], "AGPNet": METHODS["agpnet"], "ATAC-Net": METHODS["atacnet"]}
+RUN = dict(folds=2, epochs=1)
+
+
+def _counted(methods, trained, interrupt_at=None):
+    """``methods`` whose train functions record the name they train, and raise KeyboardInterrupt at ``interrupt_at``."""
+    def counting(name, train):
+        def counted(*args, **kwargs):
+            if name == interrupt_at:
+                raise KeyboardInterrupt
+            trained.append(name)
+            return train(*args, **kwargs)
+        return counted
+
+    return {name: (counting(name, train), options) for name, (train, options) in methods.items()}
+
+
+def _timeless(rows):
+    """The rows with every fold's training seconds set to 0: two runs differ in nothing else."""
+    return [replace(row, folds=[dict(fold, seconds=0.0) for fold in row.folds]) for row in rows]
+
+
+def test_an_interrupted_comparison_resumes_training_only_the_rest_and_ends_with_the_uninterrupted_table(tiny, tmp_path):
+    uninterrupted = relatives.compare(tiny, QUICK, out_dir=tmp_path / "whole", **RUN)
+    interrupted, trained = tmp_path / "interrupted", []
+    with pytest.raises(KeyboardInterrupt):
+        relatives.compare(tiny, _counted(QUICK, trained, interrupt_at="AGPNet"), out_dir=interrupted, **RUN)
+    saved, _ = detector.load_comparison(interrupted / "results.json")
+    assert trained == ["baseline (CNN)"] * 2 and [row.label for row in saved] == ["baseline (CNN)"]  # once a fold
+    assert (interrupted / "results.md").read_text() == relatives.table(saved) + "\n"
+
+    trained.clear()
+    resumed = relatives.compare(tiny, _counted(QUICK, trained), out_dir=interrupted, resume=True, **RUN)
+    assert trained == ["AGPNet"] * 2 + ["ATAC-Net"] * 2
+    assert resumed[0].folds == saved[0].folds  # kept, not retrained
+    assert relatives.table(_timeless(resumed)) == relatives.table(_timeless(uninterrupted))
+    rows, config = detector.load_comparison(interrupted / "results.json")
+    assert relatives.table(_timeless(rows)) == relatives.table(_timeless(uninterrupted))
+    assert config["environment"]["resumed_a_run_started"] and config["methods"] == list(QUICK)
+
+
+ONE = {"baseline (CNN)": METHODS["baseline"]}
+
+
+@pytest.mark.parametrize("methods, change, named", [(ONE, dict(epochs=2), "epochs=1 there, 2 here"),
+                                                    (QUICK, {}, "methods=")])
+def test_resuming_a_comparison_with_another_configuration_is_refused_before_training(tiny, tmp_path, methods, change,
+                                                                                      named):
+    relatives.compare(tiny, ONE, out_dir=tmp_path, **RUN)
+    trained = []
+    with pytest.raises(ValueError, match=f"cannot resume the run in .*{named}"):
+        relatives.compare(tiny, _counted(methods, trained), out_dir=tmp_path, resume=True, **(RUN | change))
+    assert trained == []
+
+
+def test_resuming_needs_an_out_dir(tiny):
+    with pytest.raises(ValueError, match="resume=True needs the out_dir"):
+        relatives.compare(tiny, ONE, resume=True, **RUN)
+
+
+def test_pixel_auroc_is_compared_with_lea_net_else_the_first_method_that_localises(tiny):
+    rows = relatives.compare(tiny, QUICK, **RUN)
+    assert relatives.choose_pixel_reference(rows) == "AGPNet"  # the baseline, first, has no map
+    made = relatives.table(rows)
+    assert made.endswith("Reference: baseline (CNN). Pixel reference: AGPNet.")
+    assert "| AGPNet |" in made and made.count("(reference)") == 2
+    lea_net = replace(rows[2], variant=relatives.LEA_NET)
+    assert relatives.choose_pixel_reference([*rows, lea_net]) == relatives.LEA_NET
+    assert relatives.choose_pixel_reference(rows[:1]) is None
+    assert relatives.table(rows[:1]).endswith("Pixel reference: none, since no row has a pixel AUROC (no map, or no "
+                                              "masks).")
+    with pytest.raises(ValueError, match="'baseline \\(CNN\\)' has no pixel AUROC"):
+        relatives.table(rows, pixel_reference=relatives.BASELINE)
