@@ -12,15 +12,19 @@ TORCH ?= torch==2.13.0
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-# The demo needs the library only; the tests and notebooks add jupyterlab, nbval and pytest.
+# The demo needs the library only; the tests and notebooks add jupyterlab, nbval and pytest, in the
+# same single install of the library (an install for the tests also serves the demo).
+INSTALL_TORCH = $(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
+
 $(VENV)/.installed: $(BIN)/activate pyproject.toml
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(INSTALL_TORCH)
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
+$(VENV)/.installed-dev: $(BIN)/activate pyproject.toml
+	$(INSTALL_TORCH)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $@
+	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
 	$(BIN)/python -m lea_tiny demo
