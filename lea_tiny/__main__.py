@@ -123,6 +123,7 @@ def _device(text):
 
 
 def _add_options(parser, defaults):
+    """The options of demo and ablation: the data, then how the ablation trains (``_add_training_options``)."""
     paper = " (the paper: %s)"
     parser.add_argument("--data", default="retina",
                         help=f"{' or '.join(map(repr, EMBEDDED_DATASETS))} (the embedded synthetic data sets), "
@@ -138,6 +139,10 @@ def _add_options(parser, defaults):
     parser.add_argument("--normal-classes", type=_class_names, default=None,
                         help="for a folder of class folders (PlantVillage): comma-separated names of the normal "
                              "classes, e.g. Potato___healthy; every other class is anomalous")
+    _add_training_options(parser, defaults, paper)
+
+
+def _add_training_options(parser, defaults, paper):
     parser.add_argument("--folds", type=_positive_int, default=defaults["folds"],
                         help="stratified cross-validation folds (default: %(default)s)" + paper % 5)
     parser.add_argument("--repeats", type=_positive_int, default=defaults["repeats"],

@@ -31,10 +31,7 @@ normals get cross-fitted maps (``lea_tiny.maps.fold_anomaly_maps``); standard de
 folds are the population ones (``numpy.std``; the paper does not say).
 """
 
-import datetime
 import hashlib
-import json
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,13 +41,14 @@ from sklearn.metrics import precision_recall_curve
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from tqdm.auto import tqdm
 
-from lea_tiny import get_device, seed_everything
+from lea_tiny import seed_everything
 from lea_tiny.attention import ATTENTION_POINTS, ATTENTION_VARIANTS, make_model
 from lea_tiny.checks import check_bool, check_both_classes, check_images, check_int, check_labels, fewest_to_split
 from lea_tiny.maps import fewest_normals_to_cross_fit, image_score, map_scale, scale_maps
 from lea_tiny.adn import ADN_NAMES
 from lea_tiny.compare import AblationTable, CrossValidation, load_results, point_text
 from lea_tiny.protocol import MAP_SOURCES, PAPER
+from lea_tiny.saved_runs import check_out_dir, check_same_configuration, run_environment
 from lea_tiny.two_stage import fit_two_stage
 from lea_tiny.train import evaluate, f1_and_auroc, fit, write_atomically
 
@@ -330,14 +328,6 @@ def fair_point_row(results_by_point, chosen):
 
 
 # All of it for one ADN ----------------------------------------------------------------------------------------
-def run_environment(device):
-    """What a run needs to be repeated: torch, the device, the CPU threads (see seed_everything), the date."""
-    device = get_device(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
-    return dict(torch=torch.__version__, device=str(device), device_name=name, threads=torch.get_num_threads(),
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-
-
 def _planned_runs(dataset, protocol):
     """(variant, point) for every cross-validation, each model built once so that bad settings fail now."""
     runs = [(variant, point if variant in ATTENTION_VARIANTS else None) for variant in protocol.variants
@@ -345,16 +335,6 @@ def _planned_runs(dataset, protocol):
     for variant, point in runs:
         _model(variant, point, protocol, dataset.images.shape[-1])
     return runs
-
-
-def check_same_configuration(out_dir, saved, config):
-    """Refuse to resume the run in ``out_dir``, saved with configuration ``saved``, unless ``config`` matches it."""
-    config = json.loads(json.dumps(config))  # as it reads back from results.json: tuples become lists
-    differences = [f"{name}={saved.get(name)!r} there, {value!r} here"
-                   for name, value in config.items() if saved.get(name) != value]
-    if differences:
-        raise ValueError(f"cannot resume the run in {out_dir}: its configuration differs ({'; '.join(differences)}); "
-                         f"use another out_dir, or run without resume to start it again")
 
 
 def _finished_results(out_dir, config):
@@ -366,22 +346,6 @@ def _finished_results(out_dir, config):
     check_same_configuration(out_dir, saved.config, config)
     return ({(result.variant, result.attention_point): result for result in saved.results
              if result.variant != "map_alone"}, saved.environment.get("date"))
-
-
-def check_out_dir(out_dir, resume):
-    """Fail now, not after hours of training, if the results cannot be written."""
-    if out_dir is None:
-        if resume:
-            raise ValueError("resume=True needs the out_dir of the run to resume")
-        return
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"out_dir {out_dir} is a file, not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for left_by_a_killed_run in [*out_dir.glob(".*.tmp"), *out_dir.glob("fold_maps/.*.tmp")]:
-        left_by_a_killed_run.unlink()
-    write_atomically(out_dir / ".writable", lambda file: None)
-    (out_dir / ".writable").unlink()
 
 
 def run_ablation(dataset, protocol=PAPER, *, out_dir=None, device=None, progress=True, fold_maps=None, resume=False,

@@ -39,14 +39,15 @@ from pathlib import Path
 
 import torch
 
-from lea_tiny.ablation import check_same_configuration, cross_validate, prepare_folds, run_environment
+from lea_tiny.ablation import cross_validate, prepare_folds
 from lea_tiny.attention import VARIANTS
 from lea_tiny.checks import check_bool
-from lea_tiny.maps import image_score
 from lea_tiny.compare import paired_difference
 from lea_tiny.data import make_dataset
 from lea_tiny.detector import MethodCrossValidation, load_comparison, save_comparison
+from lea_tiny.maps import image_score
 from lea_tiny.protocol import TEACHING, TEACHING_DATA
+from lea_tiny.saved_runs import check_same_configuration, run_environment
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 from lea_tiny import agpnet, atacnet, cavga, detector
-from lea_tiny.ablation import check_out_dir, check_same_configuration, fingerprint, run_environment
+from lea_tiny.ablation import fingerprint
 from lea_tiny.checks import check_bool
 from lea_tiny.compare import paired_difference
 from lea_tiny.data import make_dataset
+from lea_tiny.saved_runs import check_out_dir, check_same_configuration, run_environment
 from lea_tiny.train import write_atomically
 
 BASELINE, LEA_NET = "baseline (CNN)", "LEA-Net (CNN + MobileNet CAAN, point 2)"
