@@ -75,8 +75,8 @@ def _check_dataset(dataset, folds, cross_fit_parts=2):
     normals, needed = int((labels == 0).sum()), fewest_to_split(folds, fewest_normals_to_cross_fit(cross_fit_parts))
     if normals < needed:
         raise ValueError(f"the dataset has {normals} normal images; folds={folds} with "
-                         f"cross_fit_parts={cross_fit_parts} needs at least {needed}, so that every fold's training part can be cross-fitted "
-                         f"(lower folds or cross_fit_parts, or add normal images)")
+                         f"cross_fit_parts={cross_fit_parts} needs at least {needed}, so that every fold's training "
+                         f"part can be cross-fitted (lower folds or cross_fit_parts, or add normal images)")
     return labels
 
 
@@ -164,8 +164,8 @@ def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER.colorizer_epo
         maps = _saved_maps(path, settings) if path is not None else None
         if maps is None:
             maps = MAP_SOURCES[map_source].fold_maps(dataset.images, labels, train, epochs=colorizer_epochs,
-                                           cross_fit_parts=cross_fit_parts, seed=fold_seed(seed, number, repeat),
-                                           device=device)
+                                                     cross_fit_parts=cross_fit_parts,
+                                                     seed=fold_seed(seed, number, repeat), device=device)
             if path is not None:
                 write_atomically(path, lambda file: torch.save(dict(settings=settings, anomaly_maps=maps.cpu()), file))
         maps = maps.to(dataset.images.device)
@@ -173,6 +173,12 @@ def prepare_folds(dataset, folds=5, seed=0, colorizer_epochs=PAPER.colorizer_epo
         prepared.append(Fold(number, train_index, test_index, maps, scale, scale_maps(maps, scale), repeat,
                              dataset_fingerprint, map_source))
     return prepared
+
+
+def protocol_folds(dataset, protocol, device=None, progress=True, cache_dir=None):
+    """``prepare_folds`` with the folds, repeats, seed and map settings of ``protocol``."""
+    return prepare_folds(dataset, protocol.folds, protocol.seed, protocol.colorizer_epochs, protocol.cross_fit_parts,
+                         device, progress, protocol.repeats, cache_dir=cache_dir, map_source=protocol.map_source)
 
 
 def _check_fold_maps(fold_maps, dataset, folds, repeats, map_source="colorization"):
@@ -218,9 +224,7 @@ def cross_validate(variant, dataset, protocol=PAPER, attention_point=None, *, de
     # Build one model before any training so that a bad variant or point fails at once.
     params = _count_parameters(_model(variant, attention_point, protocol, image_size))
     if fold_maps is None:
-        fold_maps = prepare_folds(dataset, protocol.folds, protocol.seed, protocol.colorizer_epochs,
-                                  protocol.cross_fit_parts, device, progress, protocol.repeats,
-                                  map_source=protocol.map_source)
+        fold_maps = protocol_folds(dataset, protocol, device, progress)
     _check_fold_maps(fold_maps, dataset, protocol.folds, protocol.repeats, protocol.map_source)
 
     result = CrossValidation(variant, protocol.adn, attention_point, params, folds=[])
@@ -377,10 +381,8 @@ def run_ablation(dataset, protocol=PAPER, *, out_dir=None, device=None, progress
     if done:
         print(f"resuming {out_dir}: {len(done)} finished cross-validation(s) kept")
     if fold_maps is None:
-        fold_maps = prepare_folds(dataset, protocol.folds, protocol.seed, protocol.colorizer_epochs,
-                                  protocol.cross_fit_parts, device, progress, protocol.repeats,
-                                  cache_dir=Path(out_dir) / "fold_maps" if out_dir is not None else None,
-                                  map_source=protocol.map_source)
+        fold_maps = protocol_folds(dataset, protocol, device, progress,
+                                   cache_dir=Path(out_dir) / "fold_maps" if out_dir is not None else None)
     _check_fold_maps(fold_maps, dataset, protocol.folds, protocol.repeats, protocol.map_source)
     environment = run_environment(device) | ({"resumed_a_run_started": started} if started else {})
     table = AblationTable([map_alone(dataset, fold_maps, protocol.adn)], config, environment, fold_maps)

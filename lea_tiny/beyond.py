@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from lea_tiny.ablation import cross_validate, prepare_folds
+from lea_tiny.ablation import cross_validate, protocol_folds
 from lea_tiny.attention import VARIANTS
 from lea_tiny.checks import check_bool
 from lea_tiny.compare import paired_difference
@@ -103,11 +103,11 @@ def _check_rows(rows):
 # Every row on the same folds ---------------------------------------------------------------------------------
 def _folds_for(dataset, protocol, row, prepared, cache, device, progress):
     """The folds ``row`` reads: its map source's folds (made once, cached), its treatment applied."""
-    source = protocol.replace(**row.changes).map_source
+    row_protocol = protocol.replace(**row.changes)
+    source = row_protocol.map_source
     if source not in prepared:
-        prepared[source] = prepare_folds(dataset, protocol.folds, protocol.seed, protocol.colorizer_epochs,
-                                         protocol.cross_fit_parts, device, progress, protocol.repeats,
-                                         cache_dir=None if cache is None else cache / source, map_source=source)
+        prepared[source] = protocol_folds(dataset, row_protocol, device, progress,
+                                          cache_dir=None if cache is None else cache / source)
     treat = MAP_TREATMENTS[row.map_treatment]
     return [dataclasses.replace(fold, scaled_maps=treat(fold.scaled_maps)) for fold in prepared[source]]
 

@@ -41,6 +41,7 @@ from lea_tiny.autoencoder import fold_reconstruction_maps
 from lea_tiny.checks import check_bool, check_int, check_lr, check_seed
 from lea_tiny.maps import fold_anomaly_maps
 from lea_tiny.train import default_lr
+from lea_tiny.two_stage import CAAN_MODES
 
 @dataclass(frozen=True)
 class MapSource:
@@ -55,7 +56,7 @@ class MapSource:
 
 MAP_SOURCES = {"colorization": MapSource("Colour anomaly map", fold_anomaly_maps),
                "autoencoder": MapSource("Reconstruction map", fold_reconstruction_maps)}
-CAAN_TRAINING = ("joint", "frozen", "fine_tune")  # Eq. 1, or two stages (lea_tiny.two_stage.CAAN_MODES)
+CAAN_TRAINING = ("joint", *CAAN_MODES)  # Eq. 1, or the two stages of lea_tiny.two_stage
 
 
 def _attention_point(point):
