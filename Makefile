@@ -7,13 +7,13 @@ BIN := $(VENV)/bin
 # first (see README.md) and `make` keeps it, since a torch that imports is never replaced.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test clean
+.PHONY: demo test lab clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-# The demo needs the library only; the tests and notebooks add jupyterlab, nbval and pytest, in the
-# same single install of the library (an install for the tests also serves the demo).
+# The demo needs the library only; the tests add nbval, ipykernel and pytest, and `make lab` adds
+# jupyterlab on top, each in a single install of the library (a larger install also serves the smaller).
 INSTALL_TORCH = $(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
 
 $(VENV)/.installed: $(BIN)/activate pyproject.toml
@@ -21,16 +21,24 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+$(VENV)/.installed-test: $(BIN)/activate pyproject.toml
+	$(INSTALL_TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(VENV)/.installed $@
+
 $(VENV)/.installed-dev: $(BIN)/activate pyproject.toml
 	$(INSTALL_TORCH)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(VENV)/.installed $@
+	touch $(VENV)/.installed $(VENV)/.installed-test $@
 
 demo: $(VENV)/.installed
 	$(BIN)/python -m lea_tiny demo
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-test
 	MPLBACKEND=Agg $(BIN)/python -m pytest --durations=15
+
+lab: $(VENV)/.installed-dev
+	$(BIN)/jupyter lab tutorials
 
 clean:
 	rm -rf $(VENV) lea_tiny_out *.egg-info
