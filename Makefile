@@ -34,8 +34,10 @@ $(VENV)/.installed-dev: $(BIN)/activate pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/python -m lea_tiny demo
 
+# One worker per core, each test file (each notebook) on one worker, one thread each (conftest.py):
+# these small networks gain little from a second thread, so two workers finish far sooner than one.
 test: $(VENV)/.installed-test
-	MPLBACKEND=Agg $(BIN)/python -m pytest --durations=15
+	MPLBACKEND=Agg $(BIN)/python -m pytest -n auto --dist loadfile --durations=15
 
 lab: $(VENV)/.installed-dev
 	$(BIN)/jupyter lab tutorials
