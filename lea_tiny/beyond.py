@@ -42,12 +42,11 @@ import torch
 from lea_tiny.ablation import cross_validate, protocol_folds
 from lea_tiny.attention import VARIANTS
 from lea_tiny.checks import check_bool
-from lea_tiny.compare import paired_difference
 from lea_tiny.data import make_dataset
-from lea_tiny.detector import MethodCrossValidation, load_comparison, save_comparison
+from lea_tiny.detector import MethodCrossValidation, said, save_comparison, saved_comparison
 from lea_tiny.maps import image_score
 from lea_tiny.protocol import TEACHING, TEACHING_DATA
-from lea_tiny.saved_runs import check_same_configuration, run_environment
+from lea_tiny.saved_runs import check_out_dir, run_environment
 
 
 @dataclass(frozen=True)
@@ -120,15 +119,6 @@ def _config(dataset, protocol, rows):
         rows={name: dataclasses.asdict(row) for name, row in rows.items()})))
 
 
-def _finished_rows(path, config):
-    """The rows saved at ``path`` by a run with ``config``; a run with another configuration is refused."""
-    if not path.is_file():
-        return {}
-    saved, saved_config = load_comparison(path)
-    check_same_configuration(path.parent, saved_config, config)
-    return {row.variant: row for row in saved}
-
-
 def run_rows(dataset, rows=IDEAS, protocol=TEACHING, *, out_dir=None, resume=False, device=None, progress=True,
              maps_dir=None):
     """Every row of ``rows`` ({name: Row}) cross-validated with ``protocol`` on the same folds: [MethodCrossValidation].
@@ -141,12 +131,11 @@ def run_rows(dataset, rows=IDEAS, protocol=TEACHING, *, out_dir=None, resume=Fal
     """
     _check_rows(rows)
     check_bool(resume, "resume")
-    if resume and out_dir is None:
-        raise ValueError("resume=True needs the out_dir of the run to resume")
+    check_out_dir(out_dir, resume)
     out_dir = None if out_dir is None else Path(out_dir)
     maps_dir = Path(maps_dir) if maps_dir is not None else None if out_dir is None else out_dir / "fold_maps"
     config = _config(dataset, protocol, rows)
-    done = _finished_rows(out_dir / "results.json", config) if resume else {}
+    done = saved_comparison(out_dir, config)[0] if resume else {}
     prepared, started, measured = {}, time.perf_counter(), []
     for name, row in rows.items():
         if name not in done:
@@ -167,10 +156,7 @@ def _mean_std(row):
 
 
 def _difference(row, reference):
-    if row is reference:
-        return "(reference)"
-    difference = paired_difference(row, reference)
-    return f"{difference} {difference.verdict}"
+    return "(reference)" if row is reference else said(row, reference)
 
 
 def table(rows, references=(BASELINE, LEA_NET)):

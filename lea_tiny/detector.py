@@ -22,7 +22,8 @@ Read top to bottom:
     pixel_auroc             ranking of pixels against true masks
     stratified_splits       the folds of ``prepare_folds``, without its colourisers
     cross_validate_method   any method over those folds: a CrossValidation
-    save_comparison / load_comparison
+    said                    one row minus another, fold by fold, with its interval and verdict
+    save_comparison / load_comparison / saved_comparison   rows on disk, and a saved run to resume
 """
 
 import json
@@ -42,8 +43,9 @@ from lea_tiny.ablation import best_f1_threshold, fold_seed, split_seed
 from lea_tiny.attention import ATTENTION_VARIANTS, make_model
 from lea_tiny.colorize import anomaly_map, train_colorizer
 from lea_tiny.maps import cross_fitted_maps, map_scale, scale_maps
-from lea_tiny.compare import CrossValidation
+from lea_tiny.compare import CrossValidation, paired_difference
 from lea_tiny.checks import check_both_classes, check_images, check_labels
+from lea_tiny.saved_runs import check_same_configuration
 from lea_tiny.train import DIHEDRAL_TRANSFORMS, dihedral, f1_and_auroc, fit, write_atomically
 
 
@@ -300,3 +302,22 @@ def load_comparison(path):
     """(rows, config) saved by ``save_comparison``."""
     record = json.loads(Path(path).read_text())
     return [MethodCrossValidation(**result) for result in record["results"]], record["config"]
+
+
+def saved_comparison(out_dir, config):
+    """({name: row}, config) of the comparison a run with ``config`` saved in ``out_dir``, to resume it.
+
+    ({}, {}) when nothing is saved there; a run saved with another configuration is refused.
+    """
+    path = Path(out_dir) / "results.json"
+    if not path.is_file():
+        return {}, {}
+    rows, saved = load_comparison(path)
+    check_same_configuration(out_dir, saved, config)
+    return {row.label: row for row in rows}, saved
+
+
+def said(result, reference, metric="auroc"):
+    """"+0.012 [-0.034, +0.058] cannot be told apart": ``result`` minus ``reference`` in ``metric``, fold by fold."""
+    difference = paired_difference(result.on(metric), reference.on(metric))
+    return f"{difference} {difference.verdict}"

@@ -43,12 +43,13 @@ from lea_tiny.maps import fold_anomaly_maps
 from lea_tiny.train import default_lr
 from lea_tiny.two_stage import CAAN_MODES
 
+
 @dataclass(frozen=True)
 class MapSource:
     """Where each fold's anomaly maps come from, and what a table calls them.
 
     ``fold_maps(images, labels, train_index, *, epochs, cross_fit_parts, seed, device) -> (N, H, W)``
-    learns from the fold's training normals only (``colorize.fold_anomaly_maps`` is the contract).
+    learns from the fold's training normals only (``maps.fold_anomaly_maps`` is the contract).
     """
     label: str
     fold_maps: Callable

@@ -22,9 +22,9 @@ import torch
 from lea_tiny import agpnet, atacnet, cavga, detector
 from lea_tiny.ablation import fingerprint
 from lea_tiny.checks import check_bool
-from lea_tiny.compare import paired_difference
 from lea_tiny.data import make_dataset
-from lea_tiny.saved_runs import check_out_dir, check_same_configuration, run_environment
+from lea_tiny.detector import said
+from lea_tiny.saved_runs import check_out_dir, run_environment
 from lea_tiny.train import write_atomically
 
 BASELINE, LEA_NET = "baseline (CNN)", "LEA-Net (CNN + MobileNet CAAN, point 2)"
@@ -68,7 +68,7 @@ def compare(dataset, methods=METHODS, *, folds=3, repeats=1, epochs, seed=0, dev
                   repeats=repeats, epochs=epochs, seed=seed, methods=list(methods),
                   dataset_fingerprint=fingerprint(dataset))
     check_out_dir(out_dir, resume)
-    saved_rows, saved_config = _saved_run(out_dir, config) if resume else ({}, {})
+    saved_rows, saved_config = detector.saved_comparison(out_dir, config) if resume else ({}, {})
     if saved_rows:
         print(f"resuming {out_dir}: {len(saved_rows)} finished method(s) kept")
     environment = run_environment(device)
@@ -84,22 +84,6 @@ def compare(dataset, methods=METHODS, *, folds=3, repeats=1, epochs, seed=0, dev
                                      dict(config, environment=environment, minutes=minutes))
             write_atomically(Path(out_dir) / "results.md", lambda file: file.write((table(rows) + "\n").encode()))
     return rows
-
-
-def _saved_run(out_dir, config):
-    """({name: row}, config) of the run saved in ``out_dir``, refused if it was made with another ``config``."""
-    path = Path(out_dir) / "results.json"
-    if not path.is_file():
-        return {}, {}
-    rows, saved = detector.load_comparison(path)
-    check_same_configuration(out_dir, saved, config)
-    return {row.label: row for row in rows}, saved
-
-
-def said(result, reference, metric="auroc"):
-    """"+0.012 [-0.034, +0.058] cannot be told apart": ``result`` minus ``reference`` in ``metric``, fold by fold."""
-    difference = paired_difference(result.on(metric), reference.on(metric))
-    return f"{difference} {difference.verdict}"
 
 
 def _localises(row):
