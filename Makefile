@@ -12,7 +12,7 @@ TORCH ?= torch==2.13.0
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-# The demo needs the library only; the tests add nbval, ipykernel and pytest, and `make lab` adds
+# The demo needs the library only; the tests add nbval, ipykernel, pytest and pytest-xdist, and `make lab` adds
 # jupyterlab on top, each in a single install of the library (a larger install also serves the smaller).
 INSTALL_TORCH = $(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
 
